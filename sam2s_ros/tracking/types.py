@@ -1,0 +1,141 @@
+"""Plain data that crosses the tracker's boundary (numpy in, numpy out; no ROS, no torch).
+
+Coordinate convention (used everywhere in sam2s_ros): pixels of the SOURCE image, x to the
+right, y down, origin at the top-left corner of the top-left pixel; box = (x0, y0, x1, y1)
+with x0 < x1, y0 < y1 (SAM 2's box convention). Bounding boxes of masks are
+inclusive-exclusive: x0 <= x < x1.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+
+class PromptMode(enum.IntEnum):
+    """How a prompt relates to the instrument id (values equal Prompt.msg MODE_*)."""
+
+    NEW = 0  # start tracking a new instrument; error if the id is already tracked
+    REFINE = 1  # correct an already tracked instrument on this frame (becomes a conditioning frame)
+    REPLACE = 2  # drop the instrument's memory and start it again from this prompt
+
+
+class ClassSource(enum.IntEnum):
+    """Where an instrument's class comes from (values equal InstrumentMask.CLASS_SOURCE_*)."""
+
+    NONE = 0
+    PROMPT = 1
+    MODEL = 2
+
+
+@dataclass
+class PromptInput:
+    """One prompt for one instrument on one frame.
+
+    Attributes:
+        instrument_id: caller-chosen id, 1..65535 (0 is background in label images).
+        mode: see :class:`PromptMode`.
+        points: [N, 2] float32, (x, y) source pixels; N may be 0.
+        labels: [N] int32, 1 positive click, 0 negative click.
+        box: optional [4] float32 (x0, y0, x1, y1) source pixels.
+        mask: optional [H, W] bool of exactly the source size; not combinable with
+            points or a box.
+        class_id: optional class id from the vocabulary (None = not given).
+        class_name: optional class name ("" = not given).
+    """
+
+    instrument_id: int
+    mode: PromptMode = PromptMode.NEW
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int32))
+    box: Optional[np.ndarray] = None
+    mask: Optional[np.ndarray] = None
+    class_id: Optional[int] = None
+    class_name: str = ""
+
+
+@dataclass
+class InstrumentResult:
+    """Tracking output of one instrument on one frame.
+
+    Attributes:
+        instrument_id: the caller's id.
+        mask: [H, W] bool at source resolution (mask_logits > mask threshold).
+        mask_logits: [H, W] float32 logits at source resolution (SAM 2's video-res output,
+            bilinear upsampling of the 1/4-resolution decoder logits), or None when the
+            tracker was asked not to keep them.
+        predicted_iou: mask-decoder IoU prediction of the chosen mask (~[0, 1]).
+        object_score: object-score logit; > 0 means visible.
+        bbox: (x0, y0, x1, y1) int pixels of the binary mask, inclusive-exclusive; all 0
+            when the mask is empty.
+        class_id / class_name / class_score / class_source: see :class:`ClassSource`;
+            class_id is -1 and class_name "" when unknown.
+        is_conditioning_frame: True when a prompt was applied on this frame.
+    """
+
+    instrument_id: int
+    mask: np.ndarray
+    mask_logits: Optional[np.ndarray]
+    predicted_iou: float
+    object_score: float
+    bbox: tuple[int, int, int, int]
+    class_id: int = -1
+    class_name: str = ""
+    class_score: float = 0.0
+    class_source: ClassSource = ClassSource.NONE
+    is_conditioning_frame: bool = False
+
+    @property
+    def visible(self) -> bool:
+        """True when the object score logit is positive (SAM 2's object-appearing test)."""
+        return self.object_score > 0.0
+
+
+@dataclass
+class RejectedPrompt:
+    """A prompt that track() could not apply, and why (the frame was still tracked)."""
+
+    prompt: PromptInput
+    reason: str
+
+
+@dataclass
+class FrameResult:
+    """Everything the tracker produced for one frame.
+
+    Attributes:
+        frame_index: tracker frame counter (0 for the first frame after start/reset).
+        image_hw: (H, W) of the source image in pixels.
+        instruments: one result per tracked instrument, sorted by instrument id.
+        rejected_prompts: prompts given to track() that were refused.
+        timings: seconds spent per stage ("image_encoder", "memory_attention",
+            "mask_decoder", "memory_encoder", "total").
+    """
+
+    frame_index: int
+    image_hw: tuple[int, int]
+    instruments: list[InstrumentResult]
+    rejected_prompts: list[RejectedPrompt] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def label_image(self, dtype=np.uint16) -> np.ndarray:
+        """[H, W] label image: 0 background, else the instrument id.
+
+        Where masks overlap, the instrument with the higher mask logit wins (or, without
+        logits, the higher instrument id). Raises ValueError when dtype is uint8 and an id
+        is above 255.
+        """
+        h, w = self.image_hw
+        labels = np.zeros((h, w), dtype=dtype)
+        if dtype == np.uint8 and any(r.instrument_id > 255 for r in self.instruments):
+            raise ValueError("instrument id above 255 does not fit a mono8 label image")
+        best = np.full((h, w), -np.inf, dtype=np.float32)
+        for r in self.instruments:
+            score = r.mask_logits if r.mask_logits is not None else np.full((h, w), float(r.instrument_id), np.float32)
+            take = r.mask & (score > best)
+            labels[take] = r.instrument_id
+            best[take] = score[take]
+        return labels
