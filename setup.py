@@ -4,6 +4,8 @@ The interfaces (msg/, srv/) are built by CMakeLists.txt (rosidl) into the same p
 a colcon workspace CMakeLists.txt installs everything and this file is not used.
 """
 
+from glob import glob
+
 from setuptools import find_packages, setup
 
 PACKAGE = "sam2s_ros"
@@ -18,8 +20,8 @@ setup(
     data_files=[
         # `ros2 run sam2s_ros sam2s_node` looks for lib/<package>/<executable>.
         (f"lib/{PACKAGE}", ["scripts/sam2s_node", "scripts/sam2s"]),
-        (f"share/{PACKAGE}/launch", ["launch/sam2s.launch.py"]),
-        (f"share/{PACKAGE}/config", ["config/sam2s.yaml", "config/fastdds_localhost.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     entry_points={
         "console_scripts": [

@@ -1,0 +1,1 @@
+"""Streaming SAM2S tracking engine (knows nothing of ROS)."""

@@ -1,0 +1,162 @@
+"""Configuration of the tracking engine: model, memory (DiveMem) limits and thresholds.
+
+Every limit and threshold carries the SAM 2.1 value it corresponds to (from the official
+``sam2/configs/sam2.1/sam2.1_hiera_*.yaml`` and ``SAM2Base`` defaults) and, for DiveMem,
+the value from the SAM2S / ReSurgSAM2 description (../shared/notes/model-facts.md).
+The ROS node fills these from its parameters (config/sam2s.yaml); this module is the only
+place that defines the defaults and validates them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Optional
+
+from sam2s_ros.errors import ConfigError
+
+MODEL_SIZES = ("tiny", "small", "base_plus", "large")
+
+# EndoVis 2017 robotic instrument types (Allan et al., arXiv:1902.06426), ids 1..7.
+ENDOVIS17_CLASSES = (
+    "bipolar_forceps",
+    "prograsp_forceps",
+    "large_needle_driver",
+    "vessel_sealer",
+    "grasping_retractor",
+    "monopolar_curved_scissors",
+    "other",
+)
+
+
+@dataclass
+class DiveMemConfig:
+    """Per-instrument memory bank limits (SAM 2.1 value in brackets).
+
+    Attributes:
+        num_maskmem: memory frames incl. the current one [7]: the short-term window holds
+            num_maskmem - 1 recent frames.
+        max_cond_frames: conditioning (prompted) frames kept [-1 = unlimited in SAM 2.1;
+            we cap it so memory stays bounded]; the first prompt frame and the most recent
+            ones are kept.
+        max_obj_ptrs: object pointers attended to [16].
+        long_term_enabled: DiveMem long-term memory on/off [off = SAM 2.1 behaviour].
+        long_term_frames: K diverse long-term frames [SAM2S/ReSurgSAM2: 3].
+        candidate_pool_size: high-confidence candidates considered [ReSurgSAM2: 5].
+        iou_threshold: minimum predicted IoU for a candidate [ReSurgSAM2: 0.95 on trained
+            weights; our default 0.8 for generality].
+        object_score_threshold: minimum object-score logit for a candidate [0.0 = visible].
+        memory_dtype: storage dtype of spatial memories ["bfloat16", as the official video
+            predictor stores them].
+    """
+
+    num_maskmem: int = 7
+    max_cond_frames: int = 4
+    max_obj_ptrs: int = 16
+    long_term_enabled: bool = True
+    long_term_frames: int = 3
+    candidate_pool_size: int = 5
+    iou_threshold: float = 0.8
+    object_score_threshold: float = 0.0
+    memory_dtype: str = "bfloat16"
+
+    def validate(self) -> None:
+        """Raise ConfigError on values that cannot work."""
+        if not 2 <= self.num_maskmem <= 7:
+            raise ConfigError(f"num_maskmem must be 2..7 (the checkpoint has 7 temporal encodings), got {self.num_maskmem}")
+        if self.max_cond_frames < 1:
+            raise ConfigError(f"max_cond_frames must be >= 1, got {self.max_cond_frames}")
+        if self.max_obj_ptrs < 1:
+            raise ConfigError(f"max_obj_ptrs must be >= 1, got {self.max_obj_ptrs}")
+        if self.long_term_frames < 0 or self.candidate_pool_size < 1:
+            raise ConfigError("long_term_frames must be >= 0 and candidate_pool_size >= 1")
+        if self.memory_dtype not in ("bfloat16", "float16", "float32"):
+            raise ConfigError(f"memory_dtype must be bfloat16, float16 or float32, got {self.memory_dtype!r}")
+
+
+@dataclass
+class TrackerConfig:
+    """Everything needed to build an :class:`~sam2s_ros.tracking.tracker.InstrumentTracker`.
+
+    Attributes:
+        model_size: one of MODEL_SIZES (SAM 2.1 hiera tiny / small / base+ / large).
+        image_size: model input side in pixels [1024]; a multiple of 32 (e.g. 512 on CPU).
+        checkpoint: path of a SAM 2.1 / SAM2S checkpoint (.pt/.pth torch file holding
+            {"model": state_dict}, or .safetensors); None means none.
+        allow_random_weights: with no checkpoint, build random weights (tests, demos)
+            instead of raising CheckpointError. Outputs are then meaningless.
+        seed: torch seed for random weights.
+        backend: "torch", "onnxruntime" or "tensorrt".
+        device: "cpu" or "cuda[:N]".
+        autocast_dtype: "none", "bfloat16" or "float16" (CUDA only).
+        onnx_dir: folder with exported ONNX graphs / engines for non-torch backends.
+        max_instruments: most instruments tracked at once.
+        mask_threshold: logit threshold for binary masks [0.0].
+        fill_hole_area: fill holes up to this many pixels in low-res masks [8 in the
+            official video predictor; needs no CUDA here].
+        class_vocabulary: class names, id = index + 1.
+        class_smoothing_frames: frames averaged for model class scores.
+        divemem: memory limits, see DiveMemConfig.
+    """
+
+    model_size: str = "tiny"
+    image_size: int = 1024
+    checkpoint: Optional[str] = None
+    allow_random_weights: bool = False
+    seed: int = 0
+    backend: str = "torch"
+    device: str = "cpu"
+    autocast_dtype: str = "none"
+    onnx_dir: Optional[str] = None
+    max_instruments: int = 8
+    mask_threshold: float = 0.0
+    fill_hole_area: int = 0
+    class_vocabulary: tuple[str, ...] = ENDOVIS17_CLASSES
+    class_smoothing_frames: int = 10
+    divemem: DiveMemConfig = field(default_factory=DiveMemConfig)
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first invalid value."""
+        if self.model_size not in MODEL_SIZES:
+            raise ConfigError(f"model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
+        if self.image_size < 128 or self.image_size % 32 != 0:
+            raise ConfigError(f"image_size must be a multiple of 32 and >= 128, got {self.image_size}")
+        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
+            raise ConfigError(f"backend must be torch, onnxruntime or tensorrt, got {self.backend!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.autocast_dtype not in ("none", "bfloat16", "float16"):
+            raise ConfigError(f"autocast_dtype must be none, bfloat16 or float16, got {self.autocast_dtype!r}")
+        if not 1 <= self.max_instruments <= 64:
+            raise ConfigError(f"max_instruments must be 1..64, got {self.max_instruments}")
+        if self.fill_hole_area < 0:
+            raise ConfigError("fill_hole_area must be >= 0")
+        if self.class_smoothing_frames < 1:
+            raise ConfigError("class_smoothing_frames must be >= 1")
+        if len(set(self.class_vocabulary)) != len(self.class_vocabulary):
+            raise ConfigError("class_vocabulary has duplicate names")
+        self.divemem.validate()
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrackerConfig":
+        """Build from a flat dict; DiveMem keys may be given as 'divemem.<name>'.
+
+        Raises ConfigError on unknown keys or invalid values.
+        """
+        top = {f.name for f in fields(cls)} - {"divemem"}
+        mem = {f.name for f in fields(DiveMemConfig)}
+        kw, dm = {}, {}
+        for key, value in values.items():
+            if key.startswith("divemem."):
+                name = key.split(".", 1)[1]
+                if name not in mem:
+                    raise ConfigError(f"unknown DiveMem setting {key!r}")
+                dm[name] = value
+            elif key in top:
+                kw[key] = value
+            else:
+                raise ConfigError(f"unknown tracker setting {key!r}")
+        if "class_vocabulary" in kw:
+            kw["class_vocabulary"] = tuple(kw["class_vocabulary"])
+        cfg = cls(**kw, divemem=DiveMemConfig(**dm))
+        cfg.validate()
+        return cfg
