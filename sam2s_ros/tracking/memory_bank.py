@@ -1,0 +1,199 @@
+"""Per-instrument memory bank: SAM 2.1's memory plus SAM2S-style DiveMem, always bounded.
+
+Held per instrument (limits in sam2s_ros.tracking.config.DiveMemConfig):
+- conditioning frames (prompted), at most ``max_cond_frames``: the first one and the most
+  recent ones are kept (SAM 2.1 keeps all; a cap keeps a 30-minute procedure bounded);
+- the short-term window: the last ``num_maskmem - 1`` tracked frames (complete);
+- recent object pointers: the last ``max_obj_ptrs - 1`` tracked frames;
+- with DiveMem on: up to ``long_term_frames`` long-term frames and a pool of at most
+  ``candidate_pool_size`` candidates.
+
+DiveMem (after SAM2S / ReSurgSAM2, ../shared/notes/model-facts.md): a frame leaving the
+short-term window becomes a long-term candidate when its predicted IoU >=
+``iou_threshold`` and object score >= ``object_score_threshold``. When the pool is full,
+the candidate least similar to what is already held (highest cosine similarity of its
+memory features to any held long-term frame, or to the conditioning frames while none is
+held, is lowest) joins the long-term memory (FIFO), and the pool is emptied. With DiveMem on,
+frames where the instrument is not visible (object score < 0) never enter memory: neither
+the window, the pointers nor the candidates.
+
+With DiveMem off the selection is exactly SAM 2.1's (``SAM2Base._prepare_memory_conditioned_features``,
+temporal stride 1): a window frame at distance d (1..num_maskmem-1) gets t_pos = 7 - d,
+conditioning frames t_pos 0, pointers their signed frame distance. With DiveMem on, the
+window holds the last num_maskmem - 1 frames with the instrument visible, ranked by recency.
+Long-term frames are attended like conditioning frames (t_pos 0) and their pointers at
+their real distance.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+import torch
+import torch.nn.functional as F
+
+from sam2s_ros.tracking.config import DiveMemConfig
+
+#: temporal position encodings in SAM 2.1 checkpoints (maskmem_tpos_enc rows, num_maskmem = 7)
+MODEL_NUM_MASKMEM = 7
+
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+@dataclass
+class MemoryEntry:
+    """One frame's memory of one instrument.
+
+    Attributes:
+        frame_idx: tracker frame index of the frame.
+        maskmem: [64, h, w] spatial memory features (storage dtype, e.g. bfloat16).
+        obj_ptr: [256] float32 object pointer.
+        object_score: object-score logit (> 0 visible).
+        iou: predicted IoU of the mask.
+    """
+
+    frame_idx: int
+    maskmem: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score: float
+    iou: float
+
+    def to_state(self) -> dict:
+        return {"frame_idx": self.frame_idx, "maskmem": self.maskmem.cpu(), "obj_ptr": self.obj_ptr.cpu(),
+                "object_score": self.object_score, "iou": self.iou}
+
+    @classmethod
+    def from_state(cls, d: dict, device: torch.device) -> "MemoryEntry":
+        return cls(int(d["frame_idx"]), d["maskmem"].to(device), d["obj_ptr"].to(device),
+                   float(d["object_score"]), float(d["iou"]))
+
+
+def most_diverse_index(candidates: torch.Tensor, held: torch.Tensor) -> int:
+    """Index of the candidate least similar to everything held.
+
+    Args:
+        candidates: [C, D] float features (C >= 1).
+        held: [H, D] float features; with H == 0 the first candidate is chosen.
+
+    Returns:
+        argmin over candidates of max cosine similarity to the held rows.
+    """
+    if held.shape[0] == 0:
+        return 0
+    sim = F.normalize(candidates.float(), dim=1) @ F.normalize(held.float(), dim=1).T  # [C, H]
+    return int(sim.max(dim=1).values.argmin())
+
+
+class InstrumentMemory:
+    """Bounded memory bank of one instrument (see module docstring)."""
+
+    def __init__(self, cfg: DiveMemConfig):
+        self.cfg = cfg
+        self.storage_dtype = _DTYPES[cfg.memory_dtype]
+        self.cond: "OrderedDict[int, MemoryEntry]" = OrderedDict()
+        self.short_term: deque[MemoryEntry] = deque(maxlen=cfg.num_maskmem - 1)
+        self.recent_ptrs: deque[tuple[int, torch.Tensor]] = deque(maxlen=max(cfg.max_obj_ptrs - 1, 0))
+        self.long_term: deque[MemoryEntry] = deque(maxlen=max(cfg.long_term_frames, 1))
+        self.candidates: list[MemoryEntry] = []
+
+    # ---- writing -------------------------------------------------------------------
+    def _entry(self, frame_idx, maskmem, obj_ptr, object_score, iou) -> MemoryEntry:
+        return MemoryEntry(int(frame_idx), maskmem.to(self.storage_dtype), obj_ptr.float(),
+                           float(object_score), float(iou))
+
+    def add_conditioning(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
+                         object_score: float, iou: float) -> None:
+        """Store a prompted frame (replaces a tracked entry of the same frame)."""
+        entry = self._entry(frame_idx, maskmem, obj_ptr, object_score, iou)
+        self.short_term = deque((e for e in self.short_term if e.frame_idx != frame_idx), maxlen=self.short_term.maxlen)
+        self.recent_ptrs = deque(((f, p) for f, p in self.recent_ptrs if f != frame_idx), maxlen=self.recent_ptrs.maxlen)
+        self.cond[entry.frame_idx] = entry
+        while len(self.cond) > self.cfg.max_cond_frames:
+            keys = list(self.cond)
+            del self.cond[keys[1] if len(keys) > 1 else keys[0]]  # keep the first prompt frame
+
+    def add_tracked(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
+                    object_score: float, iou: float) -> None:
+        """Store a tracked (non-conditioning) frame."""
+        if self.cfg.long_term_enabled and object_score < 0:
+            return  # DiveMem: frames without the instrument never enter memory
+        entry = self._entry(frame_idx, maskmem, obj_ptr, object_score, iou)
+        if self.cfg.long_term_enabled and len(self.short_term) == self.short_term.maxlen:
+            self._offer_candidate(self.short_term[0])
+        self.short_term.append(entry)
+        if self.recent_ptrs.maxlen:
+            self.recent_ptrs.append((entry.frame_idx, entry.obj_ptr))
+
+    def _offer_candidate(self, entry: MemoryEntry) -> None:
+        if self.cfg.long_term_frames == 0:
+            return
+        if entry.iou < self.cfg.iou_threshold or entry.object_score < self.cfg.object_score_threshold:
+            return
+        self.candidates.append(entry)
+        if len(self.candidates) < self.cfg.candidate_pool_size:
+            return
+        held = list(self.long_term) or list(self.cond.values())
+        cand = torch.stack([c.maskmem.flatten() for c in self.candidates])
+        held_t = torch.stack([h.maskmem.flatten() for h in held]) if held else cand[:0]
+        self.long_term.append(self.candidates[most_diverse_index(cand, held_t)])
+        self.candidates = []
+
+    # ---- reading -------------------------------------------------------------------
+    def gather(self, frame_idx: int) -> tuple[list[tuple[MemoryEntry, int]], list[tuple[int, torch.Tensor]]]:
+        """Memories and pointers to attend to on ``frame_idx``.
+
+        Returns:
+            frames: [(entry, t_pos)] in SAM 2's order (conditioning, then long-term, then
+                the window oldest first); t_pos 0 for conditioning/long-term frames.
+            pointers: [(signed frame distance, obj_ptr [256])], conditioning first.
+        """
+        n = self.cfg.num_maskmem
+        frames = [(e, 0) for e in self.cond.values()]  # t_pos 0 = conditioning
+        ptrs = [(frame_idx - e.frame_idx, e.obj_ptr) for e in self.cond.values() if e.frame_idx <= frame_idx]
+        if self.cfg.long_term_enabled:
+            frames += [(e, 0) for e in self.long_term]
+            ptrs += [(frame_idx - e.frame_idx, e.obj_ptr) for e in self.long_term]
+            window = list(self.short_term)  # oldest first; rank r from the newest -> t_pos 7 - r
+            frames += [(e, MODEL_NUM_MASKMEM - (len(window) - i)) for i, e in enumerate(window)]
+            ptrs += [(frame_idx - f, p) for f, p in reversed(self.recent_ptrs)]
+        else:
+            by_frame = {e.frame_idx: e for e in self.short_term}
+            for dist in range(n - 1, 0, -1):  # oldest first, t_pos = 7 - distance
+                e = by_frame.get(frame_idx - dist)
+                if e is not None:
+                    frames.append((e, MODEL_NUM_MASKMEM - dist))
+            recent = dict(self.recent_ptrs)
+            for t_diff in range(1, self.cfg.max_obj_ptrs):
+                if frame_idx - t_diff < 0:
+                    break
+                p = recent.get(frame_idx - t_diff)
+                if p is not None:
+                    ptrs.append((t_diff, p))
+        return frames, ptrs
+
+    def sizes(self) -> dict[str, int]:
+        """Current counts: cond, short_term, long_term, candidates, pointers."""
+        return {"cond": len(self.cond), "short_term": len(self.short_term),
+                "long_term": len(self.long_term) if self.cfg.long_term_enabled else 0,
+                "candidates": len(self.candidates), "pointers": len(self.recent_ptrs)}
+
+    # ---- persistence ---------------------------------------------------------------
+    def to_state(self) -> dict:
+        return {"cond": [e.to_state() for e in self.cond.values()],
+                "short_term": [e.to_state() for e in self.short_term],
+                "recent_ptrs": [(f, p.cpu()) for f, p in self.recent_ptrs],
+                "long_term": [e.to_state() for e in self.long_term],
+                "candidates": [e.to_state() for e in self.candidates]}
+
+    @classmethod
+    def from_state(cls, cfg: DiveMemConfig, d: dict, device: torch.device) -> "InstrumentMemory":
+        m = cls(cfg)
+        for s in d["cond"]:
+            e = MemoryEntry.from_state(s, device)
+            m.cond[e.frame_idx] = e
+        m.short_term.extend(MemoryEntry.from_state(s, device) for s in d["short_term"])
+        m.recent_ptrs.extend((int(f), p.to(device)) for f, p in d["recent_ptrs"])
+        m.long_term.extend(MemoryEntry.from_state(s, device) for s in d["long_term"])
+        m.candidates = [MemoryEntry.from_state(s, device) for s in d["candidates"]]
+        return m
+

@@ -1,0 +1,440 @@
+"""Streaming SAM2S tracker: one frame at a time, every instrument batched, bounded memory.
+
+Per frame (SAM 2.1 semantics, ``sam2/sam2_video_predictor.py`` + ``SAM2Base.track_step``):
+1. one image-encoder pass shared by all instruments;
+2. tracked instruments: one batched memory-attention call over their memory banks and one
+   batched mask-decoder call (no prompt, multimask output as SAM 2.1 tracks);
+3. REFINE prompts: the instrument's tracked result is corrected with the new clicks/box and
+   its previous logits as mask input (SAM 2's correction clicks); the frame becomes a
+   conditioning frame (SAM 2's ``add_all_frames_to_correct_as_cond=True``);
+4. NEW / REPLACE prompts: an initial conditioning frame (no memory, ``no_mem_embed``);
+   mask prompts are used as the output (SAM 2.1 ``use_mask_input_as_output_without_sam``);
+5. one batched memory-encoder call; conditioning frames encode the binarised mask,
+   tracked frames the sigmoid mask (SAM 2.1 video predictor).
+Outputs are SAM 2's video-resolution logits: the 1/4-resolution decoder logits upsampled
+bilinearly to the source size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
+from sam2s_ros.errors import PromptError, Sam2sError, StateFileError, UnknownInstrumentError
+from sam2s_ros.tracking import prompts as prompt_ops
+from sam2s_ros.tracking.config import TrackerConfig
+from sam2s_ros.tracking.memory_bank import MODEL_NUM_MASKMEM, InstrumentMemory
+from sam2s_ros.tracking.preprocess import check_frame, to_model_input
+from sam2s_ros.tracking.types import (ClassSource, FrameResult, InstrumentResult, PromptInput, PromptMode,
+                                      RejectedPrompt)
+
+#: SAM 2.1 memory-encoder mask scaling (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc)
+MEM_MASK_SCALE, MEM_MASK_BIAS = 20.0, -10.0
+#: SAM 2's clamp of previous logits fed back with correction clicks (add_new_points_or_box)
+PREV_LOGITS_CLAMP = 32.0
+STATE_FORMAT = "sam2s_ros.tracker_state"
+STATE_VERSION = 1
+
+
+@dataclass
+class InstrumentState:
+    """Everything the tracker holds for one instrument."""
+
+    instrument_id: int
+    memory: InstrumentMemory
+    class_id: int = -1
+    class_name: str = ""
+    class_probs: deque = field(default_factory=deque)  # recent [C] semantic-head probabilities
+
+
+@dataclass
+class _FrameOutput:
+    low_res: torch.Tensor  # [1, S/4, S/4]
+    iou: float
+    obj_ptr: torch.Tensor  # [256]
+    object_score: float
+    is_cond: bool
+
+
+def _rows(out: DecoderOutput, is_cond: bool) -> list[_FrameOutput]:
+    return [_FrameOutput(out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]),
+                         is_cond) for i in range(out.low_res_masks.shape[0])]
+
+
+def fill_holes(low_res: torch.Tensor, max_area: int) -> torch.Tensor:
+    """Fill background holes of at most ``max_area`` pixels (SAM 2 ``fill_holes_in_mask_scores``).
+
+    Holes are 8-connected components of ``logits <= 0``; they get logit 0.1. Works on CPU
+    with OpenCV instead of SAM 2's CUDA extension.
+
+    Args:
+        low_res: [B, 1, h, w] float32 logits.
+    """
+    if max_area <= 0:
+        return low_res
+    out = low_res.clone()
+    for b in range(low_res.shape[0]):
+        bg = (low_res[b, 0] <= 0).cpu().numpy().astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=8)
+        small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] <= max_area) + 1
+        if len(small):
+            hole = torch.from_numpy(np.isin(labels, small)).to(out.device)
+            out[b, 0][hole] = 0.1
+    return out
+
+
+class InstrumentTracker:
+    """Streaming multi-instrument SAM2S tracker (see module docstring).
+
+    Args:
+        backend: a sam2s_ros.backends.base.Backend.
+        config: the validated TrackerConfig.
+        semantic_head: trained class head, or None.
+        weights: description of the weights ("checkpoint <path>" / "random weights ...").
+        checkpoint_sha256: hash stored in saved states.
+    """
+
+    def __init__(self, backend, config: TrackerConfig, semantic_head=None, weights: str = "",
+                 checkpoint_sha256: str = ""):
+        config.validate()
+        self.backend = backend
+        self.cfg = config
+        self.semantic_head = semantic_head
+        self.weights = weights
+        self.checkpoint_sha256 = checkpoint_sha256
+        self.image_size = backend.image_size
+        self.device = backend.device
+        self._instruments: dict[int, InstrumentState] = {}
+        self._frame_index = 0
+
+    @classmethod
+    def from_config(cls, cfg: TrackerConfig) -> "InstrumentTracker":
+        """Load the model and backend named by ``cfg``.
+
+        Raises:
+            ConfigError, CheckpointError, BackendError.
+        """
+        from sam2s_ros.backends import create_backend
+        from sam2s_ros.model.loader import load_model
+
+        cfg.validate()
+        model = load_model(cfg)
+        backend = create_backend(cfg, model)
+        return cls(backend, cfg, model.semantic_head, model.weights, model.checkpoint_sha256)
+
+    # ---- public API -----------------------------------------------------------------
+    @property
+    def instrument_ids(self) -> list[int]:
+        """Ids of the tracked instruments, sorted."""
+        return sorted(self._instruments)
+
+    @property
+    def frame_index(self) -> int:
+        """Index the next tracked frame will get."""
+        return self._frame_index
+
+    @property
+    def class_vocabulary(self) -> list[tuple[int, str]]:
+        """(class_id, name) pairs; ids start at 1."""
+        return [(i + 1, n) for i, n in enumerate(self.cfg.class_vocabulary)]
+
+    def describe(self) -> dict:
+        """Backend, model, image size, device, weights and semantic-head status."""
+        return {"backend": self.backend.name, "model": f"sam2.1_hiera_{self.cfg.model_size}",
+                "image_size": self.image_size, "device": str(self.device),
+                "semantic_head_trained": self.semantic_head is not None, "weights": self.weights}
+
+    def memory_sizes(self) -> dict[int, dict[str, int]]:
+        """Per instrument: counts of conditioning, short-term, long-term frames, candidates, pointers."""
+        return {i: s.memory.sizes() for i, s in sorted(self._instruments.items())}
+
+    def check_prompt(self, prompt: PromptInput, image_hw: tuple[int, int], _pending: Sequence[int] = ()) -> None:
+        """Raise if ``prompt`` cannot be applied to a frame of size ``image_hw`` now.
+
+        Raises:
+            UnknownInstrumentError: REFINE / REPLACE of an id that is not tracked.
+            PromptError: bad geometry (see prompts.check_geometry), NEW of a tracked id,
+                more than max_instruments, unknown class id.
+        """
+        prompt_ops.check_geometry(prompt, image_hw)
+        iid = int(prompt.instrument_id)
+        tracked = iid in self._instruments
+        if prompt.mode == PromptMode.NEW:
+            if tracked:
+                raise PromptError(f"instrument {iid} is already tracked; use mode REFINE or REPLACE")
+            if len(self._instruments) + len(_pending) + 1 > self.cfg.max_instruments:
+                raise PromptError(f"cannot track more than max_instruments={self.cfg.max_instruments} instruments")
+        elif not tracked:
+            raise UnknownInstrumentError(f"instrument {iid} is not tracked (tracked: {self.instrument_ids})")
+        if prompt.class_id is not None and not 1 <= prompt.class_id <= len(self.cfg.class_vocabulary):
+            raise PromptError(f"class_id {prompt.class_id} not in the vocabulary 1..{len(self.cfg.class_vocabulary)}")
+
+    def remove_instrument(self, instrument_id: int) -> None:
+        """Stop tracking an instrument and drop its memory. Raises UnknownInstrumentError."""
+        if instrument_id not in self._instruments:
+            raise UnknownInstrumentError(f"instrument {instrument_id} is not tracked (tracked: {self.instrument_ids})")
+        del self._instruments[instrument_id]
+
+    def reset(self) -> None:
+        """Forget all instruments; the next frame gets index 0."""
+        self._instruments.clear()
+        self._frame_index = 0
+
+    def track(self, image: np.ndarray, prompts: Sequence[PromptInput] = ()) -> FrameResult:
+        """Track every instrument on the next frame, applying ``prompts`` on this frame.
+
+        Args:
+            image: [H, W, 3] uint8 RGB source frame.
+            prompts: prompts for this frame; invalid ones come back in
+                ``FrameResult.rejected_prompts`` and the frame is still tracked.
+
+        Raises:
+            FrameError: bad frame (the tracker state is unchanged).
+        """
+        t_start = time.perf_counter()
+        hw = check_frame(image)
+        accepted, rejected = self._accept_prompts(prompts, hw)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        feats = self.backend.encode_image(to_model_input(image, self.image_size, self.device))
+        timings["image_encoder"] = time.perf_counter() - t0
+        for p in accepted.values():
+            if p.mode in (PromptMode.NEW, PromptMode.REPLACE):
+                self._start_instrument(p)
+        outputs = self._track_existing(feats, accepted, hw, timings)
+        outputs.update(self._start_from_prompts(feats, accepted, hw, timings))
+        results = self._finish_frame(feats, outputs, hw, timings)
+        self._frame_index += 1
+        timings["total"] = time.perf_counter() - t_start
+        return FrameResult(self._frame_index - 1, hw, results, rejected, timings)
+
+    # ---- prompts ---------------------------------------------------------------------
+    def _accept_prompts(self, prompts, hw) -> tuple[dict[int, PromptInput], list[RejectedPrompt]]:
+        accepted: dict[int, PromptInput] = {}
+        rejected: list[RejectedPrompt] = []
+        for p in prompts:
+            try:
+                if int(p.instrument_id) in accepted:
+                    raise PromptError(f"another prompt for instrument {p.instrument_id} already applies to this frame")
+                new_ids = [i for i, q in accepted.items() if q.mode == PromptMode.NEW]
+                self.check_prompt(p, hw, new_ids)
+                accepted[int(p.instrument_id)] = p
+            except Sam2sError as exc:
+                rejected.append(RejectedPrompt(p, str(exc)))
+        return accepted, rejected
+
+    def _start_instrument(self, p: PromptInput) -> None:
+        old = self._instruments.get(int(p.instrument_id))
+        state = InstrumentState(int(p.instrument_id), InstrumentMemory(self.cfg.divemem),
+                                class_probs=deque(maxlen=self.cfg.class_smoothing_frames))
+        if old is not None:
+            state.class_id, state.class_name = old.class_id, old.class_name
+        self._instruments[state.instrument_id] = state
+
+    def _apply_prompt_class(self, p: PromptInput) -> None:
+        state = self._instruments[int(p.instrument_id)]
+        if p.class_id is not None:
+            state.class_id = int(p.class_id)
+            state.class_name = p.class_name or self.cfg.class_vocabulary[p.class_id - 1]
+        elif p.class_name:
+            names = list(self.cfg.class_vocabulary)
+            state.class_id = names.index(p.class_name) + 1 if p.class_name in names else -1
+            state.class_name = p.class_name
+
+    # ---- network calls ---------------------------------------------------------------
+    def _decode_prompted(self, pix_feat, feats, group: list[PromptInput], hw, prev_logits=None) -> DecoderOutput:
+        """Decode instruments that share one prompt kind and point count (one batched call)."""
+        if group[0].mask is not None:
+            masks = torch.cat([prompt_ops.to_model_mask(p.mask, self.image_size, self.device) for p in group])
+            return self.backend.decode_mask_prompt(feats, masks)
+        pts = [prompt_ops.to_model_points(p, hw, self.image_size, self.device) for p in group]
+        coords, labels = torch.cat([c for c, _ in pts]), torch.cat([lab for _, lab in pts])
+        # SAM 2.1: multimask output for 0 or 1 point (a box counts as 2 points)
+        multimask = coords.shape[1] <= 1
+        return self.backend.decode_masks(pix_feat, feats, coords, labels, prev_logits, multimask)
+
+    def _track_existing(self, feats: ImageFeatures, accepted, hw, timings) -> dict[int, _FrameOutput]:
+        ids = [i for i in self.instrument_ids if not (i in accepted and accepted[i].mode != PromptMode.REFINE)]
+        if not ids:
+            return {}
+        t0 = time.perf_counter()
+        pix = self.backend.attend_memory(feats, self._memory_inputs(ids))
+        timings["memory_attention"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        b = len(ids)
+        coords = torch.zeros(b, 1, 2, device=self.device)
+        labels = -torch.ones(b, 1, dtype=torch.int32, device=self.device)
+        tracked = _rows(self.backend.decode_masks(pix, feats, coords, labels, None, True), False)
+        out = dict(zip(ids, tracked))
+        for row, iid in enumerate(ids):
+            p = accepted.get(iid)
+            if p is None:
+                continue
+            if p.mask is not None:
+                dec = self._decode_prompted(None, feats, [p], hw)
+            else:
+                prev = out[iid].low_res[None].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
+                dec = self._decode_prompted(pix[row:row + 1], feats, [p], hw, prev)
+            out[iid] = _rows(dec, True)[0]
+            self._apply_prompt_class(p)
+        timings["mask_decoder"] = time.perf_counter() - t0
+        return out
+
+    def _start_from_prompts(self, feats: ImageFeatures, accepted, hw, timings) -> dict[int, _FrameOutput]:
+        starting = [p for p in accepted.values() if p.mode != PromptMode.REFINE]
+        groups: dict[tuple, list[PromptInput]] = {}
+        for p in starting:
+            n_pts = len(np.asarray(p.labels).reshape(-1)) + (2 if p.box is not None else 0)
+            groups.setdefault(("mask", 0) if p.mask is not None else ("points", n_pts), []).append(p)
+        out: dict[int, _FrameOutput] = {}
+        t0 = time.perf_counter()
+        for group in groups.values():
+            pix = self.backend.no_memory_features(feats.feat_s2).expand(len(group), -1, -1, -1)
+            rows = _rows(self._decode_prompted(pix, feats, group, hw), True)
+            for p, r in zip(group, rows):
+                out[int(p.instrument_id)] = r
+                self._apply_prompt_class(p)
+        if starting:
+            timings["mask_decoder"] = timings.get("mask_decoder", 0.0) + time.perf_counter() - t0
+        return out
+
+    def _memory_inputs(self, ids: list[int]) -> MemoryInputs:
+        """Pad the memory banks of ``ids`` to common F frames and P pointers."""
+        t = self._frame_index
+        gathered = [self._instruments[i].memory.gather(t) for i in ids]
+        b, n_f, n_p = len(ids), max(len(g[0]) for g in gathered), max(len(g[1]) for g in gathered)
+        hw = self.image_size // 16
+        mem_feats = torch.zeros(b, n_f, 64, hw, hw, device=self.device)
+        tpos = torch.zeros(b, n_f, dtype=torch.int64, device=self.device)
+        mem_valid = torch.zeros(b, n_f, dtype=torch.bool, device=self.device)
+        ptrs = torch.zeros(b, max(n_p, 1), 256, device=self.device)
+        ptr_pos = torch.zeros(b, max(n_p, 1), device=self.device)
+        ptr_valid = torch.zeros(b, max(n_p, 1), dtype=torch.bool, device=self.device)
+        t_diff_max = max(self.cfg.divemem.max_obj_ptrs - 1, 1)
+        for row, (frames, pointers) in enumerate(gathered):
+            for j, (entry, t_pos) in enumerate(frames):
+                mem_feats[row, j] = entry.maskmem.float()
+                tpos[row, j] = MODEL_NUM_MASKMEM - t_pos - 1
+                mem_valid[row, j] = True
+            for j, (dist, ptr) in enumerate(pointers):
+                ptrs[row, j], ptr_pos[row, j], ptr_valid[row, j] = ptr, dist / t_diff_max, True
+        return MemoryInputs(mem_feats, tpos, mem_valid, ptrs, ptr_pos, ptr_valid)
+
+    # ---- memory + results ------------------------------------------------------------
+    def _finish_frame(self, feats, outputs: dict[int, _FrameOutput], hw, timings) -> list[InstrumentResult]:
+        ids = sorted(outputs)
+        if not ids:
+            return []
+        raw = torch.stack([outputs[i].low_res for i in ids])  # [B, 1, s, s]
+        filled = fill_holes(raw, self.cfg.fill_hole_area)
+        is_cond = torch.tensor([outputs[i].is_cond for i in ids], device=self.device)
+        size = (self.image_size, self.image_size)
+        # SAM 2.1: conditioning frames encode the (hole-filled) binarised mask, tracked frames the sigmoid
+        hi_cond = F.interpolate(filled, size=size, mode="bilinear", align_corners=False)
+        hi_track = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
+        mask_for_mem = torch.where(is_cond[:, None, None, None], (hi_cond > 0).float(), torch.sigmoid(hi_track))
+        mask_for_mem = mask_for_mem * MEM_MASK_SCALE + MEM_MASK_BIAS
+        scores = torch.tensor([outputs[i].object_score for i in ids], device=self.device)
+        t0 = time.perf_counter()
+        maskmem, _ = self.backend.encode_memory(feats, mask_for_mem, scores)
+        timings["memory_encoder"] = time.perf_counter() - t0
+        probs = self._class_probabilities([outputs[i].obj_ptr for i in ids])
+        h, w = hw
+        video_logits = F.interpolate(filled, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        logits_np = video_logits.float().cpu().numpy()
+        results = []
+        for row, iid in enumerate(ids):
+            o, state = outputs[iid], self._instruments[iid]
+            add = state.memory.add_conditioning if o.is_cond else state.memory.add_tracked
+            add(self._frame_index, maskmem[row], o.obj_ptr, o.object_score, o.iou)
+            if probs is not None and o.object_score > 0:
+                state.class_probs.append(probs[row])
+            results.append(self._result(state, o, logits_np[row]))
+        return results
+
+    def _class_probabilities(self, obj_ptrs: list[torch.Tensor]) -> Optional[torch.Tensor]:
+        if self.semantic_head is None:
+            return None
+        return self.semantic_head(torch.stack(obj_ptrs).to(next(self.semantic_head.parameters()).device)).cpu()
+
+    def _result(self, state: InstrumentState, o: _FrameOutput, logits: np.ndarray) -> InstrumentResult:
+        mask = logits > self.cfg.mask_threshold
+        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+        bbox = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if len(xs) else (0, 0, 0, 0)
+        res = InstrumentResult(state.instrument_id, mask, logits, o.iou, o.object_score, bbox,
+                               is_conditioning_frame=o.is_cond)
+        if state.class_probs:
+            mean = torch.stack(list(state.class_probs)).mean(0)
+            k = int(mean.argmax())
+            res.class_id, res.class_name, res.class_score = k + 1, self.cfg.class_vocabulary[k], float(mean[k])
+            res.class_source = ClassSource.MODEL
+        elif state.class_id > 0 or state.class_name:
+            res.class_id, res.class_name, res.class_score = state.class_id, state.class_name, 1.0
+            res.class_source = ClassSource.PROMPT
+        return res
+
+    # ---- persistence -----------------------------------------------------------------
+    def save_state(self, path: str) -> None:
+        """Write every instrument's memory bank and the frame counter to ``path`` (torch file).
+
+        Raises:
+            StateFileError: the file cannot be written.
+        """
+        state = {
+            "format": STATE_FORMAT, "version": STATE_VERSION, "model_size": self.cfg.model_size,
+            "image_size": self.image_size, "checkpoint_sha256": self.checkpoint_sha256,
+            "frame_index": self._frame_index,
+            "instruments": [{
+                "instrument_id": s.instrument_id, "class_id": s.class_id, "class_name": s.class_name,
+                "class_probs": [p.cpu() for p in s.class_probs],
+                "memory": s.memory.to_state()} for s in self._instruments.values()],
+        }
+        try:
+            torch.save(state, path)
+        except OSError as exc:
+            raise StateFileError(f"cannot write tracker state to {path!r}: {exc}") from exc
+
+    def load_state(self, path: str) -> list[int]:
+        """Replace the tracker state by one saved with :meth:`save_state`; returns the ids.
+
+        Raises:
+            StateFileError: missing/corrupt file, not a tracker state, or saved with another
+                model size, image size or checkpoint (the current state is then unchanged).
+        """
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as exc:
+            raise StateFileError(f"tracker state {path!r} does not exist") from exc
+        except Exception as exc:  # torch raises UnpicklingError/RuntimeError/EOFError for bad files
+            raise StateFileError(f"tracker state {path!r} is corrupt or unsafe: {exc}") from exc
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise StateFileError(f"{path!r} is not a sam2s_ros tracker state")
+        if state.get("version") != STATE_VERSION:
+            raise StateFileError(f"tracker state version {state.get('version')} is not supported (need {STATE_VERSION})")
+        mine = (self.cfg.model_size, self.image_size, self.checkpoint_sha256)
+        theirs = (state["model_size"], state["image_size"], state["checkpoint_sha256"])
+        if mine != theirs:
+            raise StateFileError(f"tracker state was saved with model/image_size/checkpoint {theirs[:2]} "
+                                 f"{theirs[2][:12] or 'random weights'}, this tracker runs {mine[:2]} "
+                                 f"{mine[2][:12] or 'random weights'}")
+        try:
+            instruments = {}
+            for d in state["instruments"]:
+                s = InstrumentState(int(d["instrument_id"]),
+                                    InstrumentMemory.from_state(self.cfg.divemem, d["memory"], self.device),
+                                    int(d["class_id"]), str(d["class_name"]),
+                                    deque(d["class_probs"], maxlen=self.cfg.class_smoothing_frames))
+                instruments[s.instrument_id] = s
+            frame_index = int(state["frame_index"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise StateFileError(f"tracker state {path!r} is incomplete: {exc}") from exc
+        self._instruments, self._frame_index = instruments, frame_index
+        return self.instrument_ids
