@@ -1,0 +1,258 @@
+"""Message <-> numpy conversions (no node, no DDS)."""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from geometry_msgs.msg import Point
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from sam2s_ros.conversions import (
+    EmptyImageError,
+    ImageTooLargeError,
+    UnsupportedEncodingError,
+    array_to_image_msg,
+    classes_msg,
+    image_msg_to_rgb,
+    label_image_msg,
+    mask_from_msg,
+    masks_msg,
+    prompt_from_msg,
+    stamp_to_ns,
+    vocabulary_msg,
+)
+from sam2s_ros.errors import FrameError, PromptError
+from sam2s_ros.msg import InstrumentMask, Prompt
+from sam2s_ros.tracking.types import ClassSource, FrameResult, InstrumentResult, PromptMode
+
+MAX_HW = (4096, 4096)
+
+
+def _header(sec: int = 12, nsec: int = 345, frame_id: str = "cam") -> Header:
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = sec, nsec
+    return h
+
+
+def _raw(array: np.ndarray, encoding: str, step: int | None = None, bigendian: bool = False) -> Image:
+    """Image message from an array, optionally with padded rows."""
+    h, w = array.shape[:2]
+    row = array.reshape(h, -1).view(np.uint8) if not bigendian else array.astype(array.dtype.newbyteorder(">")).reshape(h, -1).view(np.uint8)
+    row_bytes = row.shape[1]
+    step = step or row_bytes
+    data = np.zeros((h, step), np.uint8)
+    data[:, :row_bytes] = row
+    return Image(header=_header(), height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=step, data=data.tobytes())
+
+
+@pytest.fixture
+def rgb() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+
+
+def test_stamp_to_ns():
+    assert stamp_to_ns(_header(2, 5).stamp) == 2_000_000_005
+    assert stamp_to_ns(Header().stamp) == 0
+
+
+@pytest.mark.parametrize("encoding,convert", [
+    ("rgb8", lambda a: a),
+    ("bgr8", lambda a: a[..., ::-1]),
+    ("rgba8", lambda a: np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])),
+    ("bgra8", lambda a: np.dstack([a[..., ::-1], np.full(a.shape[:2], 7, np.uint8)])),
+])
+def test_colour_images_to_rgb(rgb, encoding, convert):
+    out = image_msg_to_rgb(_raw(np.ascontiguousarray(convert(rgb)), encoding), MAX_HW)
+    assert out.dtype == np.uint8 and out.shape == rgb.shape and out.flags.c_contiguous
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_padded_rows_are_unpacked(rgb):
+    out = image_msg_to_rgb(_raw(rgb, "rgb8", step=53 * 3 + 13), MAX_HW)
+    np.testing.assert_array_equal(out, rgb)
+
+
+def test_output_does_not_alias_message_buffer(rgb):
+    msg = _raw(rgb, "rgb8")
+    out = image_msg_to_rgb(msg, MAX_HW)
+    out[:] = 0
+    assert np.frombuffer(msg.data, np.uint8).any()
+
+
+def test_mono8_and_mono16(rgb):
+    gray = rgb[..., 0].copy()
+    out = image_msg_to_rgb(_raw(gray, "mono8"), MAX_HW)
+    np.testing.assert_array_equal(out, np.dstack([gray] * 3))
+    g16 = gray.astype(np.uint16) * 257  # full 16-bit range maps back to 8 bit exactly
+    for big in (False, True):
+        out = image_msg_to_rgb(_raw(g16, "mono16", bigendian=big), MAX_HW)
+        np.testing.assert_array_equal(out[..., 1], gray)
+
+
+def test_compressed_png_and_jpeg(rgb):
+    ok, png = cv2.imencode(".png", rgb[..., ::-1])
+    assert ok
+    out = image_msg_to_rgb(CompressedImage(header=_header(), format="png", data=png.tobytes()), MAX_HW)
+    np.testing.assert_array_equal(out, rgb)
+    ok, jpg = cv2.imencode(".jpg", rgb[..., ::-1])
+    out = image_msg_to_rgb(CompressedImage(format="jpeg", data=jpg.tobytes()), MAX_HW)
+    assert out.shape == rgb.shape
+
+
+def test_unsupported_encodings(rgb):
+    depth = Image(height=2, width=2, encoding="32FC1", step=8, data=bytes(16))
+    with pytest.raises(UnsupportedEncodingError, match="32FC1"):
+        image_msg_to_rgb(depth, MAX_HW)
+    with pytest.raises(UnsupportedEncodingError, match="unsupported image encoding"):
+        image_msg_to_rgb(Image(height=2, width=2, encoding="", step=6, data=bytes(12)), MAX_HW)
+    with pytest.raises(UnsupportedEncodingError, match="cannot decode"):
+        image_msg_to_rgb(CompressedImage(format="jpeg", data=b"not a jpeg"), MAX_HW)
+
+
+def test_zero_size_and_too_large(rgb):
+    with pytest.raises(EmptyImageError, match="zero size"):
+        image_msg_to_rgb(Image(height=0, width=640, encoding="rgb8"), MAX_HW)
+    with pytest.raises(EmptyImageError):
+        image_msg_to_rgb(CompressedImage(format="png"), MAX_HW)
+    with pytest.raises(ImageTooLargeError, match="above max"):
+        image_msg_to_rgb(_raw(rgb, "rgb8"), (36, 100))
+    ok, png = cv2.imencode(".png", rgb)
+    with pytest.raises(ImageTooLargeError):
+        image_msg_to_rgb(CompressedImage(format="png", data=png.tobytes()), (100, 52))
+    assert issubclass(ImageTooLargeError, FrameError)
+
+
+def test_short_data_and_bad_step(rgb):
+    msg = _raw(rgb, "rgb8")
+    msg.data = msg.data[:-1]
+    with pytest.raises(FrameError, match="bytes"):
+        image_msg_to_rgb(msg, MAX_HW)
+    msg = _raw(rgb, "rgb8")
+    msg.step = 10
+    with pytest.raises(FrameError, match="step"):
+        image_msg_to_rgb(msg, MAX_HW)
+
+
+@pytest.mark.parametrize("encoding,dtype,shape", [("mono8", np.uint8, (5, 7)), ("mono16", np.uint16, (5, 7)), ("rgb8", np.uint8, (5, 7, 3))])
+def test_array_to_image_round_trip(encoding, dtype, shape):
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, np.iinfo(dtype).max, shape).astype(dtype)
+    msg = array_to_image_msg(array, encoding, _header())
+    assert (msg.height, msg.width, msg.encoding) == (5, 7, encoding)
+    assert msg.step == 7 * (3 if encoding == "rgb8" else 1) * np.dtype(dtype).itemsize
+    assert msg.is_bigendian == (sys.byteorder == "big")
+    back = np.frombuffer(msg.data, dtype).reshape(shape)
+    np.testing.assert_array_equal(back, array)
+    assert msg.header.frame_id == "cam"
+
+
+def test_array_to_image_refuses_mismatch():
+    with pytest.raises(ValueError):
+        array_to_image_msg(np.zeros((2, 2), np.uint16), "mono8", Header())
+    with pytest.raises(ValueError):
+        array_to_image_msg(np.zeros((2, 2, 3), np.uint8), "mono8", Header())
+    with pytest.raises(ValueError):
+        array_to_image_msg(np.zeros((2, 2), np.uint8), "32FC1", Header())
+
+
+def _prompt(**kw) -> Prompt:
+    msg = Prompt(header=_header(), instrument_id=3)
+    for k, v in kw.items():
+        setattr(msg, k, v)
+    return msg
+
+
+def test_prompt_points_labels_class():
+    msg = _prompt(points=[Point(x=10.5, y=20.25, z=99.0), Point(x=1.0, y=2.0)], point_labels=[1, 0], class_id=2, class_name="prograsp_forceps")
+    p = prompt_from_msg(msg)
+    assert p.instrument_id == 3 and p.mode == PromptMode.NEW
+    np.testing.assert_array_equal(p.points, np.array([[10.5, 20.25], [1.0, 2.0]], np.float32))
+    assert p.points.dtype == np.float32 and p.labels.dtype == np.int32
+    np.testing.assert_array_equal(p.labels, [1, 0])
+    assert p.box is None and p.mask is None
+    assert p.class_id == 2 and p.class_name == "prograsp_forceps"
+
+
+def test_prompt_defaults_and_box():
+    p = prompt_from_msg(_prompt(mode=Prompt.MODE_REFINE))
+    assert p.points.shape == (0, 2) and p.labels.shape == (0,)
+    assert p.class_id is None and p.mode == PromptMode.REFINE
+    p = prompt_from_msg(_prompt(has_box=True, box=[1.0, 2.0, 30.0, 40.0]))
+    np.testing.assert_array_equal(p.box, [1, 2, 30, 40])
+    # box values are carried through unchanged (NaN is the tracker's check_prompt to refuse)
+    p = prompt_from_msg(_prompt(points=[Point(x=math.nan, y=1.0)], point_labels=[1]))
+    assert np.isnan(p.points[0, 0])
+
+
+def test_prompt_mask():
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1:3, 2:5] = 255
+    p = prompt_from_msg(_prompt(mask=array_to_image_msg(mask, "mono8", Header())))
+    assert p.mask.dtype == bool and p.mask.shape == (4, 6)
+    np.testing.assert_array_equal(p.mask, mask > 0)
+    assert mask_from_msg(Image()) is None
+
+
+def test_prompt_errors():
+    with pytest.raises(PromptError, match="points but"):
+        prompt_from_msg(_prompt(points=[Point()], point_labels=[]))
+    with pytest.raises(PromptError, match="mode"):
+        prompt_from_msg(_prompt(mode=7))
+    with pytest.raises(PromptError, match="point_labels"):
+        prompt_from_msg(_prompt(points=[Point()], point_labels=[2]))
+    bad_mask = array_to_image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8", Header())
+    with pytest.raises(PromptError, match="encoding"):
+        prompt_from_msg(_prompt(mask=bad_mask))
+
+
+def _result() -> FrameResult:
+    h, w = 6, 8
+    m1 = np.zeros((h, w), bool)
+    m1[1:4, 1:3] = True
+    m2 = np.zeros((h, w), bool)
+    m2[2:6, 2:8] = True
+    return FrameResult(
+        frame_index=4,
+        image_hw=(h, w),
+        instruments=[
+            InstrumentResult(1, m1, None, 0.9, 2.0, (1, 1, 3, 4), 2, "prograsp_forceps", 1.0, ClassSource.PROMPT, True),
+            InstrumentResult(7, m2, None, 0.5, -1.0, (2, 2, 8, 6)),
+        ],
+    )
+
+
+def test_masks_msg():
+    header = _header()
+    msg = masks_msg(_result(), header, 0.25, with_mask_images=True)
+    assert msg.header.stamp.sec == 12 and msg.header.frame_id == "cam"
+    assert msg.frame_index == 4 and msg.latency == pytest.approx(0.25)
+    a, b = msg.instruments
+    assert (a.instrument_id, a.class_id, a.class_name, a.class_source) == (1, 2, "prograsp_forceps", InstrumentMask.CLASS_SOURCE_PROMPT)
+    assert a.visible and not b.visible
+    assert (b.bbox_x0, b.bbox_y0, b.bbox_x1, b.bbox_y1) == (2, 2, 8, 6)
+    assert (b.class_id, b.class_source) == (-1, InstrumentMask.CLASS_SOURCE_NONE)
+    mask = np.frombuffer(a.mask.data, np.uint8).reshape(6, 8)
+    np.testing.assert_array_equal(mask, _result().instruments[0].mask.astype(np.uint8) * 255)
+    assert a.mask.encoding == "mono8" and a.mask.header.frame_id == "cam"
+    without = masks_msg(_result(), header, 0.0, with_mask_images=False)
+    assert without.instruments[0].mask.width == 0
+
+
+def test_classes_and_label_and_vocabulary():
+    result = _result()
+    cls = classes_msg(result, _header())
+    assert [c.instrument_id for c in cls.instruments] == [1, 7]
+    assert cls.instruments[0].class_name == "prograsp_forceps" and cls.instruments[0].visible
+    for encoding, dtype in (("mono8", np.uint8), ("mono16", np.uint16)):
+        label = label_image_msg(result, _header(), encoding)
+        pixels = np.frombuffer(label.data, dtype).reshape(6, 8)
+        np.testing.assert_array_equal(pixels, result.label_image(dtype))
+        assert set(np.unique(pixels)) == {0, 1, 7}
+    voc = vocabulary_msg([(1, "a"), (2, "b")], False, _header())
+    assert list(voc.class_ids) == [1, 2] and list(voc.class_names) == ["a", "b"] and not voc.semantic_head_trained
