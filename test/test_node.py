@@ -1,0 +1,320 @@
+"""sam2s_node in this process, talking to a peer node over real DDS, real tracker (random
+weights, image_size 256) on real laparoscopic frames; plus its parameters, config file and
+launch file (checked without the launch package, which pip cannot install)."""
+
+from __future__ import annotations
+
+import ast
+import py_compile
+
+import numpy as np
+import pytest
+import rclpy
+import yaml
+from geometry_msgs.msg import Point
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+from node_fixtures import TEST_PARAMS, Peer, header, image_msg, load_frames, stamp_s, synthetic_frame, wait_until
+from sam2s_ros.errors import ConfigError
+from sam2s_ros.msg import InstrumentMask, Prompt
+from sam2s_ros.node import Sam2sNode
+from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, read_parameters
+from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
+
+WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
+
+
+@pytest.fixture
+def make_harness(rclpy_context):
+    """Start an in-process Sam2sNode (+ peer) with TEST_PARAMS and extra overrides."""
+    made = []
+
+    def make(**overrides):
+        params = {**TEST_PARAMS, **overrides}
+        node = Sam2sNode(context=rclpy_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        peer = Peer(rclpy_context, extra_nodes=[node])
+        made.append((node, peer))
+        peer.wait_for_subscriber()
+        return node, peer
+
+    yield make
+    for node, peer in made:
+        peer.close()
+        assert node.stop(timeout=30)
+        node.destroy_node()
+
+
+def click_prompt(instrument_id: int, x: float, y: float, stamp: float = 0.0, **fields) -> Prompt:
+    msg = Prompt(
+        header=header(stamp) if stamp else header(0.0, ""),
+        instrument_id=instrument_id,
+        points=[Point(x=x, y=y)],
+        point_labels=[1],
+    )
+    for key, value in fields.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def add_prompt(peer: Peer, prompt: Prompt):
+    return peer.call(AddPrompt, "add_prompt", AddPrompt.Request(prompt=prompt))
+
+
+def pixels(img_msg, dtype=np.uint8) -> np.ndarray:
+    return (
+        np.frombuffer(img_msg.data, dtype).reshape(img_msg.height, img_msg.width, -1).squeeze(-1)
+        if img_msg.encoding != "rgb8"
+        else np.frombuffer(img_msg.data, dtype).reshape(img_msg.height, img_msg.width, 3)
+    )
+
+
+def with_stamp(msgs, t: float) -> list:
+    return [m for m in list(msgs) if abs(stamp_s(m.header) - t) < 1e-6]
+
+
+def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, shared_dir):
+    frames = load_frames(shared_dir, 3)
+    h, w = frames[0].shape[:2]
+    node, peer = make_harness(publish_overlay=True)
+    wait_until(lambda: peer.vocabulary, 10, "latched class vocabulary")
+    assert list(peer.vocabulary[0].class_names) == list(ENDOVIS17_CLASSES)
+    assert list(peer.vocabulary[0].class_ids) == list(range(1, 8)) and not peer.vocabulary[0].semantic_head_trained
+
+    peer.image_pub.publish(image_msg(frames[0], 10.0))
+    wait_until(lambda: peer.masks_with_stamp(10.0), WAIT, "masks of the first frame")
+    assert peer.masks_with_stamp(10.0)[0].instruments == []
+
+    # class given by id -> name from the vocabulary; a zero stamp applies to the next frame
+    reply = add_prompt(peer, click_prompt(1, 430.0, 300.0, class_id=6))
+    assert reply.accepted and reply.reason == ""
+    # class given by name only (not in the vocabulary), through the prompts topic
+    peer.prompt_pub.publish(click_prompt(2, 120.5, 80.0, class_name="suction_irrigator"))
+    wait_until(lambda: len(node._prompts) == 2, 10, "both prompts queued")
+    peer.image_pub.publish(image_msg(frames[1], 10.04))
+    t = 10.04
+    wait_until(
+        lambda: (
+            peer.masks_with_stamp(t)
+            and with_stamp(peer.classes, t)
+            and with_stamp(peer.labels, t)
+            and with_stamp(peer.overlays, t)
+        ),
+        WAIT,
+        "masks, classes, label image and overlay of the prompted frame",
+    )
+
+    masks = peer.masks_with_stamp(t)[0]
+    assert masks.header.frame_id == "endoscope" and masks.latency > 0
+    by_id = {m.instrument_id: m for m in masks.instruments}
+    assert sorted(by_id) == [1, 2]
+    assert (by_id[1].class_id, by_id[1].class_name, by_id[1].class_source) == (
+        6,
+        "monopolar_curved_scissors",
+        InstrumentMask.CLASS_SOURCE_PROMPT,
+    )
+    assert (by_id[2].class_id, by_id[2].class_name, by_id[2].class_source) == (
+        -1,
+        "suction_irrigator",
+        InstrumentMask.CLASS_SOURCE_PROMPT,
+    )
+    for m in masks.instruments:
+        assert (m.mask.width, m.mask.height, m.mask.encoding) == (w, h, "mono8")
+        assert m.mask.header.stamp == masks.header.stamp and m.mask.header.frame_id == "endoscope"
+        mask = pixels(m.mask) > 0
+        if mask.any():
+            ys, xs = np.nonzero(mask)
+            assert (m.bbox_x0, m.bbox_y0, m.bbox_x1, m.bbox_y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+
+    classes = with_stamp(peer.classes, t)[0]
+    assert classes.header.frame_id == "endoscope"
+    assert [(c.instrument_id, c.class_name, c.class_source) for c in classes.instruments] == [
+        (1, "monopolar_curved_scissors", 1),
+        (2, "suction_irrigator", 1),
+    ]
+
+    label_msg = with_stamp(peer.labels, t)[0]
+    assert (label_msg.width, label_msg.height, label_msg.encoding, label_msg.header.frame_id) == (
+        w,
+        h,
+        "mono8",
+        "endoscope",
+    )
+    label = pixels(label_msg)
+    any_mask = np.zeros((h, w), bool)
+    for m in masks.instruments:
+        mask = pixels(m.mask) > 0
+        any_mask |= mask
+        assert np.all(mask[label == m.instrument_id])  # a labelled pixel lies inside that instrument's mask
+    np.testing.assert_array_equal(label > 0, any_mask)  # background exactly where no mask is
+    assert set(np.unique(label)) <= {0, 1, 2}
+
+    overlay = with_stamp(peer.overlays, t)[0]
+    assert (overlay.width, overlay.height, overlay.encoding) == (w, h, "rgb8")
+
+
+def test_prompt_stamped_with_a_held_frame_applies_to_that_frame(make_harness, shared_dir):
+    frames = load_frames(shared_dir, 4)
+    node, peer = make_harness()
+    stamps = [20.0, 20.04, 20.08]
+    for frame, t in zip(frames, stamps):
+        peer.image_pub.publish(image_msg(frame, t))
+    wait_until(lambda: peer.masks_with_stamp(stamps[-1]), WAIT, "the last frame processed")
+    assert all(m.instruments == [] for m in list(peer.masks))
+
+    reply = add_prompt(peer, click_prompt(1, 430.0, 300.0, stamp=stamps[0]))
+    assert reply.accepted, reply.reason
+    wait_until(
+        lambda: any(m.instruments for m in peer.masks_with_stamp(stamps[0])),
+        WAIT,
+        "the held frame re-tracked with the prompt",
+    )
+    first_with_instrument = next(m for m in list(peer.masks) if m.instruments)
+    assert stamp_s(first_with_instrument.header) == stamps[0]
+    assert first_with_instrument.header.frame_id == "endoscope"
+    assert [m.instrument_id for m in first_with_instrument.instruments] == [1]
+    assert node.tracker.memory_sizes()[1]["cond"] == 1  # that frame became its conditioning frame
+
+    # a stamp that is not held (here: never seen) applies to the next processed frame
+    reply = add_prompt(peer, click_prompt(2, 100.0, 100.0, stamp=99.0))
+    assert reply.accepted, reply.reason
+    peer.image_pub.publish(image_msg(frames[3], 20.12))
+    wait_until(lambda: peer.masks_with_stamp(20.12), WAIT, "the next frame")
+    assert [m.instrument_id for m in peer.masks_with_stamp(20.12)[0].instruments] == [1, 2]
+    assert not peer.masks_with_stamp(99.0)
+    assert node.tracker.memory_sizes()[2]["cond"] == 1
+
+
+def test_services_remove_reset_save_load(make_harness, tmp_path):
+    node, peer = make_harness(label_image_encoding="mono16")
+    frame = synthetic_frame()
+    peer.image_pub.publish(image_msg(frame, 30.0))
+    wait_until(lambda: peer.masks_with_stamp(30.0), WAIT, "first frame")
+    for iid in (1, 300):  # 300 fits the mono16 label image
+        assert add_prompt(peer, click_prompt(iid, 80.0, 50.0)).accepted
+    peer.image_pub.publish(image_msg(frame, 30.1))
+    wait_until(lambda: peer.masks_with_stamp(30.1), WAIT, "prompted frame")
+    assert [m.instrument_id for m in peer.masks_with_stamp(30.1)[0].instruments] == [1, 300]
+    wait_until(lambda: with_stamp(peer.labels, 30.1), 10, "mono16 label image")
+    label = with_stamp(peer.labels, 30.1)[0]
+    assert label.encoding == "mono16" and set(np.unique(pixels(label, np.uint16))) <= {0, 1, 300}
+
+    state = tmp_path / "state.pt"
+    reply = peer.call(SaveState, "save_state", SaveState.Request(path=str(state)))
+    assert reply.success and state.is_file()
+    assert not peer.call(SaveState, "save_state", SaveState.Request(path="relative.pt")).success
+
+    reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=300))
+    assert reply.success
+    reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=300))
+    assert not reply.success and "300" in reply.reason
+
+    assert peer.call(ResetTracker, "reset", ResetTracker.Request()).success
+    peer.image_pub.publish(image_msg(frame, 30.2))
+    wait_until(lambda: peer.masks_with_stamp(30.2), WAIT, "frame after reset")
+    after = peer.masks_with_stamp(30.2)[0]
+    assert after.instruments == [] and after.frame_index == 0
+
+    reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(state)))
+    assert reply.success and list(reply.instrument_ids) == [1, 300]
+    reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(tmp_path / "missing.pt")))
+    assert not reply.success and "missing.pt" in reply.reason
+    peer.image_pub.publish(image_msg(frame, 30.3))
+    wait_until(lambda: peer.masks_with_stamp(30.3), WAIT, "frame after load")
+    assert [m.instrument_id for m in peer.masks_with_stamp(30.3)[0].instruments] == [1, 300]
+
+
+# ---- parameters, config file, launch file (no tracker) -------------------------------------
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_config_file_lists_every_parameter_with_its_default(repo_root):
+    tree = yaml.safe_load((repo_root / "config" / "sam2s.yaml").read_text())
+    assert list(tree) == ["/**"]
+    values = _flatten(tree["/**"]["ros__parameters"])
+    defaults = {spec.name: spec.default for spec in ALL_PARAMS}
+    assert set(values) == set(defaults)
+    for name, default in defaults.items():
+        assert values[name] == default and type(values[name]) is type(default), name
+
+
+def test_docs_list_every_parameter(repo_root):
+    text = (repo_root / "docs" / "node_interface.md").read_text()
+    missing = [spec.name for spec in ALL_PARAMS if f"`{spec.name}`" not in text]
+    assert not missing
+
+
+@pytest.mark.parametrize("key", ["/**", "sam2s_node"])
+def test_params_file_key_variants(repo_root, tmp_path, ros_domain_id, key):
+    text = (repo_root / "config" / "sam2s.yaml").read_text().replace("/**:", f"{key}:", 1)
+    text = text.replace("image_size: 1024", "image_size: 512")
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    context = Context()
+    rclpy.init(
+        args=["--ros-args", "--params-file", str(path), "-p", "allow_random_weights:=true"],
+        context=context,
+        domain_id=ros_domain_id,
+    )
+    try:
+        node = Node("sam2s_node", context=context)
+        declare_parameters(node)
+        cfg, settings = read_parameters(node)
+        assert cfg.image_size == 512 and cfg.allow_random_weights  # file and command line both applied
+        assert cfg.divemem.num_maskmem == 7 and settings.image_qos == "sensor_data"
+        node.destroy_node()
+    finally:
+        context.try_shutdown()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        (("image_size", 100), "image_size"),
+        (("image_size", 500), "steps of 32"),
+        (("backend", "caffe"), "backend"),
+        (("image_qos", "fast"), "image_qos"),
+        (("mask_threshold", "high"), "mask_threshold"),
+        (("allow_random_weights", False), "models/README.md"),
+    ],
+)
+def test_invalid_parameters_raise_config_error(rclpy_context, override, message):
+    params = {**TEST_PARAMS, override[0]: override[1]}
+    node = Node(
+        "sam2s_node", context=rclpy_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()]
+    )
+    try:
+        with pytest.raises(ConfigError, match=message):
+            declare_parameters(node)
+            read_parameters(node)
+    finally:
+        node.destroy_node()
+
+
+def test_launch_file_is_valid_python_with_documented_arguments(repo_root):
+    path = repo_root / "launch" / "sam2s.launch.py"
+    py_compile.compile(str(path), doraise=True)
+    tree = ast.parse(path.read_text())
+    declared = {}
+    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
+        if getattr(call.func, "id", None) == "DeclareLaunchArgument":
+            kwargs = {k.arg for k in call.keywords}
+            declared[call.args[0].value] = kwargs
+    for name in ("namespace", "image_topic", "params_file", "checkpoint", "backend", "stereo", "rig"):
+        assert name in declared, name
+        assert {"default_value", "description"} <= declared[name], name
+    functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in functions
+    source = path.read_text()
+    assert "/image_raw" in source and '("left", "right")' in source  # dVRK /<rig>/<eye>/image_raw
