@@ -168,8 +168,9 @@ class Sam2sNode(Node):
             return self._refuse("prompt_before_image", "no image received yet")
         if self._label_is_mono8() and prompt.instrument_id > 255:
             return self._refuse("invalid_prompt", f"instrument_id {prompt.instrument_id} does not fit the mono8 label image (ids 1..255; or set label_image_encoding mono16)")
-        if self._over_instrument_limit(prompt):
-            return self._refuse("too_many_instruments", f"instrument {prompt.instrument_id} refused: already {self._cfg.max_instruments} instruments (max_instruments)")
+        conflict = self._check_against_queue(prompt)
+        if conflict is not None:
+            return self._refuse(*conflict)
         try:
             with self._tracker_lock:
                 self._tracker.check_prompt(prompt, image_hw)
@@ -189,13 +190,22 @@ class Sam2sNode(Node):
     def _label_is_mono8(self) -> bool:
         return self._settings.publish_label_image and self._settings.label_image_encoding == "mono8"
 
-    def _over_instrument_limit(self, prompt: PromptInput) -> bool:
-        """True when a NEW/REPLACE prompt would start an instrument beyond max_instruments."""
-        if prompt.mode == PromptMode.REFINE:
-            return False
-        ids = set(self._instrument_ids)
-        ids.update(p.instrument_id for p, _ in self._prompts.snapshot() if p.mode != PromptMode.REFINE)
-        return prompt.instrument_id not in ids and len(ids) >= self._cfg.max_instruments
+    def _pending_new_ids(self) -> set[int]:
+        """Ids of queued NEW prompts (instruments about to start)."""
+        return {p.instrument_id for p, _ in self._prompts.snapshot() if p.mode == PromptMode.NEW}
+
+    def _check_against_queue(self, prompt: PromptInput) -> Optional[tuple[str, str]]:
+        """(kind, reason) when queued NEW prompts already claim this id or the last free slots."""
+        if prompt.mode != PromptMode.NEW:
+            return None
+        pending = self._pending_new_ids()
+        if prompt.instrument_id in pending:
+            return "invalid_prompt", f"a NEW prompt for instrument {prompt.instrument_id} is already waiting for its frame"
+        ids = set(self._instrument_ids) | pending
+        if prompt.instrument_id not in ids and len(ids) >= self._cfg.max_instruments:
+            return "too_many_instruments", (f"instrument {prompt.instrument_id} refused: already {len(ids)} instruments "
+                                            f"tracked or starting (max_instruments={self._cfg.max_instruments})")
+        return None
 
     # ---- services -------------------------------------------------------------------------
 
