@@ -336,8 +336,17 @@ class BagWriter:
             msg: a rosbags message object of the topic's type.
         """
         conn = self._connections[topic]
-        raw = self.store.serialize_cdr(msg, conn.msgtype)
-        self._writer.write(conn, int(log_time_ns), raw)
+        self.write_raw(topic, log_time_ns, self.store.serialize_cdr(msg, conn.msgtype))
+
+    def write_raw(self, topic: str, log_time_ns: int, raw: bytes) -> None:
+        """Write one message given as CDR bytes (e.g. received by rclpy with ``raw=True``).
+
+        Args:
+            topic: a topic registered with :meth:`add_topic`.
+            log_time_ns: bag (receive) time in nanoseconds since the epoch.
+            raw: serialized message of the topic's type (rclpy's and rosbags' CDR agree).
+        """
+        self._writer.write(self._connections[topic], int(log_time_ns), bytes(raw))
         self.counts[topic] += 1
 
 

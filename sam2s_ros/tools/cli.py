@@ -39,6 +39,9 @@ EXIT_INTERRUPTED = 130
 COMMAND_MODULES: tuple[str, ...] = (
     "sam2s_ros.tools.make_bag",
     "sam2s_ros.tools.eval_cmd",
+    "sam2s_ros.tools.replay",
+    "sam2s_ros.tools.demo",
+    "sam2s_ros.tools.export_cmd",
 )
 
 

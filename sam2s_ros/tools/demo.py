@@ -1,0 +1,189 @@
+"""``sam2s demo``: the whole product on real footage, end to end.
+
+1. the source (default: the real CholecSeg8k clip in ``../shared/data/cholecseg8k_clip``
+   with its instrument ground truth; or a frame folder, a video, or a rosbag you name)
+   becomes a rosbag2 with ``sensor_msgs/Image`` frames and prompts (``sam2s make-bag``:
+   from the ground truth, or from ``--box`` / ``--click``);
+2. a ``sam2s_node`` starts in its own process (the checkpoint from ``--checkpoint`` or
+   the first one in ``models/``; random weights only with ``--random-weights``);
+3. the bag is replayed into it over DDS; its outputs go to an output bag and an overlay
+   video (``sam2s replay``);
+4. with ground truth, J&F is computed (``sam2s eval``) and printed; a JSON is written.
+
+Every output says "random weights" when they were used: such masks are meaningless.
+
+Usage examples::
+
+    sam2s demo --random-weights
+    sam2s demo --checkpoint models/sam2.1_hiera_tiny.pt --model-size tiny
+    sam2s demo my_video.mp4 --box 100,80,300,260 --checkpoint models/sam2.1_hiera_small.pt --model-size small
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Optional
+
+from sam2s_ros import bags
+from sam2s_ros.errors import ConfigError, Sam2sError
+from sam2s_ros.tools import eval_cmd, make_bag, replay
+from sam2s_ros.tools.node_process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
+
+COMMAND = "demo"
+DEFAULT_CLIP = PACKAGE_ROOT.parent / "shared" / "data" / "cholecseg8k_clip"
+MODELS_DIR = PACKAGE_ROOT / "models"
+RANDOM_BANNER = "RANDOM WEIGHTS: masks and scores are meaningless (pipeline demo only)"
+CHECKPOINT_HELP = (
+    "no checkpoint: put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
+    "models/sam2.1_hiera_tiny.pt with --model-size tiny) or pass --checkpoint PATH; "
+    "to run the pipeline on random weights anyway, pass --random-weights")
+
+
+def find_checkpoint(explicit: Optional[Path]) -> Optional[Path]:
+    """The checkpoint to use: ``explicit``, else the first *.pt/*.pth/*.safetensors in models/."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"checkpoint {explicit} does not exist")
+        return explicit
+    found = sorted(p for ext in ("*.pt", "*.pth", "*.safetensors") for p in MODELS_DIR.glob(ext))
+    return found[0] if found else None
+
+
+def _is_bag(path: Path) -> bool:
+    return (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3")
+
+
+def _parse_floats(text: str, n: int, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != n:
+        raise ConfigError(f"{what} must be {n} comma-separated numbers, got {text!r}")
+    return values
+
+
+def _user_prompts(args) -> list:
+    import numpy as np
+
+    from sam2s_ros.tracking.types import PromptInput
+
+    prompts = []
+    for i, b in enumerate(args.box or []):
+        prompts.append(PromptInput(len(prompts) + 1, box=np.array(_parse_floats(b, 4, "--box"), np.float32)))
+    for c in args.click or []:
+        x, y = _parse_floats(c, 2, "--click")
+        prompts.append(PromptInput(len(prompts) + 1, points=np.array([[x, y]], np.float32), labels=np.array([1])))
+    return prompts
+
+
+def _input_bag(args, out: Path, prompts: list) -> tuple[Path, Optional[Path]]:
+    """Make (or pick) the input bag; returns (bag, ground truth for eval or None)."""
+    source = args.source
+    if source is None:
+        if not DEFAULT_CLIP.is_dir():
+            raise ConfigError(f"the default clip {DEFAULT_CLIP} is absent: name a frame folder, a video or a bag")
+        source = DEFAULT_CLIP
+    gt_dir = args.gt_dir
+    if source == DEFAULT_CLIP or (source / "frames").is_dir():
+        gt_dir = gt_dir or (source / "masks_instruments" if (source / "masks_instruments").is_dir() else None)
+        source = source / "frames"
+    if _is_bag(source):
+        return source, source
+    bag = out / "input_bag"
+    prompt_type = "none" if prompts or gt_dir is None else args.prompt_type
+    result = make_bag.make_bag(make_bag.MakeBagOptions(
+        src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True))
+    for w in result.warnings:
+        print(f"sam2s demo: {w}")
+    print(f"input bag: {bag} ({result.frames} frames {result.image_hw[1]}x{result.image_hw[0]}, "
+          f"prompts for instruments {result.prompt_ids or [p.instrument_id for p in prompts]})")
+    if not result.prompt_ids and not prompts:
+        raise ConfigError("nothing to track: the source has no ground truth; give --box x0,y0,x1,y1 or --click x,y")
+    return bag, (bag if gt_dir is not None else None)
+
+
+def run_demo(args) -> int:
+    """Run the demo (see the module docstring); returns an exit code."""
+    checkpoint = find_checkpoint(args.checkpoint)
+    if checkpoint is None and not args.random_weights:
+        raise ConfigError(CHECKPOINT_HELP)
+    random_weights = checkpoint is None
+    out = args.out or (PACKAGE_ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S"))
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"{out} exists; pass --force to replace its contents or choose --out")
+    out.mkdir(parents=True, exist_ok=True)
+    if random_weights:
+        print(f"*** {RANDOM_BANNER} ***")
+    bag, gt = _input_bag(args, out, _user_prompts(args))
+    if gt is not None and make_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
+        gt = None  # a user's bag without ground truth: no J&F
+    params = {"image_topic": make_bag.DEFAULT_IMAGE_TOPIC, "image_size": args.image_size, "backend": args.backend,
+              "model_size": args.model_size, "image_qos": "reliable", "allow_random_weights": random_weights,
+              "checkpoint": str(checkpoint) if checkpoint else ""}
+    if args.onnx_dir:
+        params["onnx_dir"] = str(args.onnx_dir)
+    env = ros_env(free_domain_id())
+    opt = replay.ReplayOptions(bag=bag, out=out / "output_bag", overlay=out / "overlay.mp4", namespace="/sam2s",
+                               caption="random weights" if random_weights else "", force=True,
+                               frame_timeout=args.frame_timeout, extra_prompts=_user_prompts(args))
+    print(f"starting sam2s_node ({args.model_size}, image_size {args.image_size}, {args.backend}, "
+          f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}")
+    with NodeProcess(params, log_path=out / "node.log", env=env) as node:
+        import os
+
+        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
+                                                "FASTDDS_DEFAULT_PROFILES_FILE") if k in env})
+        opt.node_check = node.check_alive
+        try:
+            summary = replay.replay_bag(opt)
+        except Sam2sError:
+            node.check_alive()
+            raise
+        code = node.stop()
+    replay.print_summary(summary, opt)
+    print(f"node exited with code {code}")
+    report = {"weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
+              "replay": {"frames_sent": summary.frames_sent, "frames_with_output": summary.frames_with_output,
+                         "wall_time_s": round(summary.wall_time_s, 2)}}
+    if gt is not None:
+        scores = eval_cmd.evaluate(eval_cmd.EvalOptions(output_bag=opt.out, gt=gt))
+        print(eval_cmd.format_report(scores))
+        report["eval"] = scores
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {out / 'results.json'}")
+    if random_weights:
+        print(f"*** {RANDOM_BANNER} ***")
+    return 0 if summary.frames_with_output == summary.frames_sent else 1
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``sam2s demo``."""
+    p = subparsers.add_parser(COMMAND, help="run the node on real footage end to end (bag, replay, overlay, J&F)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("source", type=Path, nargs="?", default=None,
+                   help=f"frame folder, video or bag (default: {DEFAULT_CLIP})")
+    p.add_argument("--gt-dir", type=Path, default=None, help="instrument label images for prompts and J&F")
+    p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the first one in models/)")
+    p.add_argument("--random-weights", action="store_true", help="run on random weights when there is no checkpoint")
+    p.add_argument("--model-size", default="tiny", choices=("tiny", "small", "base_plus", "large"))
+    p.add_argument("--image-size", type=int, default=512, help="model input size (default 512 for CPU; 1024 = SAM 2.1)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
+    p.add_argument("--prompt-type", default="clicks", choices=("box", "clicks", "mask"),
+                   help="prompts derived from the ground truth of frame 0 (default: clicks, 3 per instrument)")
+    p.add_argument("--box", action="append", help="x0,y0,x1,y1: box prompt on the first frame (repeatable)")
+    p.add_argument("--click", action="append", help="x,y: click prompt on the first frame (repeatable)")
+    p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")
+    p.add_argument("--frame-timeout", type=float, default=120.0, help="seconds to wait for each frame's output")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: runs/demo-<time>)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty --out folder")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry of ``sam2s demo``."""
+    return run_demo(args)
