@@ -1,0 +1,28 @@
+# Developer entry points. The project lives in .venv (see scripts/setup.sh).
+#   make setup      create/update .venv (pinned packages, sam2, msg/srv build, editable install)
+#   make test       run the test suite (pytest.ini: markers, per-test timeout)
+#   make clean      remove build outputs (keeps .venv)
+#   make distclean  clean + remove .venv
+# Extra pytest arguments: make test PYTEST_ARGS='-k interfaces -x'
+#                         make test PYTEST_ARGS='-m "not slow"'   (skip the colcon build check)
+
+SHELL := /bin/bash
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test clean distclean
+
+setup:
+	bash scripts/setup.sh
+
+test:
+	@test -x $(PYTHON) || { echo "make test: $(PYTHON) not found; run 'make setup' first." >&2; exit 1; }
+	$(PYTHON) -m pytest test -q -ra $(PYTEST_ARGS)
+
+clean:
+	rm -rf build install log .pytest_cache *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)
