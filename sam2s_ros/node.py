@@ -330,7 +330,7 @@ class Sam2sNode(Node):
     def _publish_diagnostics(self) -> None:
         snap = self._stats.snapshot()
         rates = self._rates.update(snap)
-        msg = diagnostic_array(snap, rates, self._info, list(self._instrument_ids), f"{self.get_name()}: tracker",
+        msg = diagnostic_array(snap, rates, self._info, list(self._instrument_ids), f"{self.get_fully_qualified_name()}: tracker",
                                self.get_clock().now().to_msg(), self._worker_error)
         self._pub_diagnostics.publish(msg)
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point
 from rcl_interfaces.msg import Log
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.node import Node
@@ -28,6 +29,7 @@ from std_msgs.msg import Header
 
 from sam2s_ros.conversions import array_to_image_msg
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
+from sam2s_ros.srv import AddPrompt
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 FRAMES_SUBDIR = "data/cholecseg8k_clip/frames"
@@ -105,7 +107,7 @@ class Peer:
         self.vocabulary: list[ClassVocabulary] = []
         self.diagnostics: list[DiagnosticArray] = []
         self.logs: list[Log] = []
-        self.node.create_subscription(InstrumentMaskArray, f"{ns}/masks", self.masks.append, 50)
+        self.masks_sub = self.node.create_subscription(InstrumentMaskArray, f"{ns}/masks", self.masks.append, 50)
         self.node.create_subscription(InstrumentClassArray, f"{ns}/instrument_classes", self.classes.append, 50)
         self.node.create_subscription(Image, f"{ns}/label_image", self.labels.append, 50)
         self.node.create_subscription(Image, f"{ns}/overlay", self.overlays.append, 50)
@@ -133,10 +135,30 @@ class Peer:
         finally:
             self.node.destroy_client(client)
 
+    def connected(self) -> bool:
+        """True once sam2s_node's image/prompt subscriptions and masks publisher match ours."""
+        return (self.image_pub.get_subscription_count() > 0 and self.prompt_pub.get_subscription_count() > 0
+                and self.masks_sub.get_publisher_count() > 0)
+
     def wait_for_subscriber(self, timeout: float = 20.0) -> None:
-        """Wait until sam2s_node subscribes to the image and prompt topics."""
-        wait_until(lambda: self.image_pub.get_subscription_count() > 0 and self.prompt_pub.get_subscription_count() > 0,
-                   timeout, "sam2s_node to subscribe to image_raw and prompts")
+        """Wait until sam2s_node and this peer are connected both ways."""
+        wait_until(self.connected, timeout, "sam2s_node to match image_raw, prompts and masks")
+
+    def publish_until_processed(self, msg, timeout: float, publisher=None) -> None:
+        """Publish ``msg`` (again every 2 s) until masks with its stamp arrive.
+
+        The image subscription is best effort: a frame sent while discovery is still
+        settling on the node's side can be lost, so the first frame of a test is repeated.
+        """
+        t, deadline = stamp_s(msg.header), time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            (publisher or self.image_pub).publish(msg)
+            resend = time.monotonic() + 2.0
+            while time.monotonic() < min(resend, deadline):
+                if self.masks_with_stamp(t):
+                    return
+                time.sleep(0.02)
+        pytest.fail(f"no output for the frame stamped {t} within {timeout:.0f} s")
 
     def masks_with_stamp(self, t: float) -> list[InstrumentMaskArray]:
         return [m for m in list(self.masks) if abs(stamp_s(m.header) - t) < 1e-6]
@@ -157,6 +179,33 @@ class Peer:
         self.node.destroy_node()
 
 
+def click_prompt(instrument_id: int, x: float, y: float, stamp: float = 0.0, **fields) -> Prompt:
+    msg = Prompt(
+        header=header(stamp) if stamp else header(0.0, ""),
+        instrument_id=instrument_id,
+        points=[Point(x=x, y=y)],
+        point_labels=[1],
+    )
+    for key, value in fields.items():
+        setattr(msg, key, value)
+    return msg
+
+
+def add_prompt(peer: Peer, prompt: Prompt):
+    return peer.call(AddPrompt, "add_prompt", AddPrompt.Request(prompt=prompt))
+
+
+def pixels(img_msg: Image, dtype=np.uint8) -> np.ndarray:
+    """Packed mono8/mono16 -> [H, W], rgb8 -> [H, W, 3] array."""
+    channels = 3 if img_msg.encoding == "rgb8" else 1
+    array = np.frombuffer(img_msg.data, dtype).reshape(img_msg.height, img_msg.width, channels)
+    return array[..., 0] if channels == 1 else array
+
+
+def with_stamp(msgs, t: float) -> list:
+    return [m for m in list(msgs) if abs(stamp_s(m.header) - t) < 1e-6]
+
+
 def ros_args(params: dict) -> list[str]:
     """``--ros-args -p k:=v ...`` for a subprocess (YAML-style values)."""
     args = ["--ros-args"]
@@ -167,18 +216,22 @@ def ros_args(params: dict) -> list[str]:
 
 
 class NodeProcess:
-    """sam2s_node started as ``python -m sam2s_ros.node`` in its own process.
+    """sam2s_node started as ``python -m sam2s_ros.node`` (or ``command``) in its own process.
 
     Output goes to files (no pipe can fill up and block the node); read with .output().
     """
 
-    def __init__(self, args: list[str], env: dict, tmp_path: pathlib.Path) -> None:
-        self.stdout_path = tmp_path / "node_stdout.txt"
-        self.stderr_path = tmp_path / "node_stderr.txt"
+    _started = 0  # numbers the output files of the processes of one test
+
+    def __init__(self, args: list[str], env: dict, tmp_path: pathlib.Path, command: Optional[list[str]] = None) -> None:
+        NodeProcess._started += 1
+        self.stdout_path = tmp_path / f"node{NodeProcess._started}_stdout.txt"
+        self.stderr_path = tmp_path / f"node{NodeProcess._started}_stderr.txt"
         env = dict(env)
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen([sys.executable, "-m", "sam2s_ros.node", *args], cwd=REPO_ROOT, env=env,
+            command = command or [sys.executable, "-m", "sam2s_ros.node"]
+            self.proc = subprocess.Popen([*command, *args], cwd=REPO_ROOT, env=env,
                                          stdout=out, stderr=err, stdin=subprocess.DEVNULL)
 
     @property

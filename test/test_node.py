@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 import rclpy
 import yaml
-from geometry_msgs.msg import Point
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from node_fixtures import TEST_PARAMS, Peer, header, image_msg, load_frames, stamp_s, synthetic_frame, wait_until
+from node_fixtures import TEST_PARAMS, Peer, add_prompt, click_prompt, image_msg, load_frames, pixels, stamp_s, synthetic_frame, wait_until, with_stamp
 from sam2s_ros.errors import ConfigError
-from sam2s_ros.msg import InstrumentMask, Prompt
+from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node import Sam2sNode
 from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, read_parameters
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
@@ -47,34 +46,6 @@ def make_harness(rclpy_context):
         node.destroy_node()
 
 
-def click_prompt(instrument_id: int, x: float, y: float, stamp: float = 0.0, **fields) -> Prompt:
-    msg = Prompt(
-        header=header(stamp) if stamp else header(0.0, ""),
-        instrument_id=instrument_id,
-        points=[Point(x=x, y=y)],
-        point_labels=[1],
-    )
-    for key, value in fields.items():
-        setattr(msg, key, value)
-    return msg
-
-
-def add_prompt(peer: Peer, prompt: Prompt):
-    return peer.call(AddPrompt, "add_prompt", AddPrompt.Request(prompt=prompt))
-
-
-def pixels(img_msg, dtype=np.uint8) -> np.ndarray:
-    return (
-        np.frombuffer(img_msg.data, dtype).reshape(img_msg.height, img_msg.width, -1).squeeze(-1)
-        if img_msg.encoding != "rgb8"
-        else np.frombuffer(img_msg.data, dtype).reshape(img_msg.height, img_msg.width, 3)
-    )
-
-
-def with_stamp(msgs, t: float) -> list:
-    return [m for m in list(msgs) if abs(stamp_s(m.header) - t) < 1e-6]
-
-
 def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, shared_dir):
     frames = load_frames(shared_dir, 3)
     h, w = frames[0].shape[:2]
@@ -83,8 +54,7 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     assert list(peer.vocabulary[0].class_names) == list(ENDOVIS17_CLASSES)
     assert list(peer.vocabulary[0].class_ids) == list(range(1, 8)) and not peer.vocabulary[0].semantic_head_trained
 
-    peer.image_pub.publish(image_msg(frames[0], 10.0))
-    wait_until(lambda: peer.masks_with_stamp(10.0), WAIT, "masks of the first frame")
+    peer.publish_until_processed(image_msg(frames[0], 10.0), WAIT)
     assert peer.masks_with_stamp(10.0)[0].instruments == []
 
     # class given by id -> name from the vocabulary; a zero stamp applies to the next frame
@@ -159,7 +129,8 @@ def test_prompt_stamped_with_a_held_frame_applies_to_that_frame(make_harness, sh
     frames = load_frames(shared_dir, 4)
     node, peer = make_harness()
     stamps = [20.0, 20.04, 20.08]
-    for frame, t in zip(frames, stamps):
+    peer.publish_until_processed(image_msg(frames[0], stamps[0]), WAIT)
+    for frame, t in zip(frames[1:3], stamps[1:]):
         peer.image_pub.publish(image_msg(frame, t))
     wait_until(lambda: peer.masks_with_stamp(stamps[-1]), WAIT, "the last frame processed")
     assert all(m.instruments == [] for m in list(peer.masks))
@@ -190,8 +161,7 @@ def test_prompt_stamped_with_a_held_frame_applies_to_that_frame(make_harness, sh
 def test_services_remove_reset_save_load(make_harness, tmp_path):
     node, peer = make_harness(label_image_encoding="mono16")
     frame = synthetic_frame()
-    peer.image_pub.publish(image_msg(frame, 30.0))
-    wait_until(lambda: peer.masks_with_stamp(30.0), WAIT, "first frame")
+    peer.publish_until_processed(image_msg(frame, 30.0), WAIT)
     for iid in (1, 300):  # 300 fits the mono16 label image
         assert add_prompt(peer, click_prompt(iid, 80.0, 50.0)).accepted
     peer.image_pub.publish(image_msg(frame, 30.1))
