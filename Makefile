@@ -1,5 +1,8 @@
 # Developer entry points. The project lives in .venv (see scripts/setup.sh).
 #   make setup      create/update .venv (pinned packages, sam2, msg/srv build, editable install)
+#   make demo       setup, then the main job: sam2s_node on the real CholecSeg8k clip (or
+#                   ARGS="my_video.mp4 --box x0,y0,x1,y1"), output bag + overlay video + J&F
+#                   (needs a checkpoint in models/, or ARGS=--random-weights)
 #   make test       run the test suite (pytest.ini: markers, per-test timeout)
 #   make clean      remove build outputs (keeps .venv)
 #   make distclean  clean + remove .venv
@@ -10,11 +13,15 @@ SHELL := /bin/bash
 VENV := .venv
 PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
+ARGS ?=
 
-.PHONY: setup test clean distclean
+.PHONY: setup demo test clean distclean
 
 setup:
 	bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/bin/sam2s demo $(ARGS)
 
 test:
 	@test -x $(PYTHON) || { echo "make test: $(PYTHON) not found; run 'make setup' first." >&2; exit 1; }

@@ -52,6 +52,18 @@ def find_checkpoint(explicit: Optional[Path]) -> Optional[Path]:
     return found[0] if found else None
 
 
+def infer_model_size(checkpoint: Optional[Path], explicit: Optional[str]) -> str:
+    """``explicit``, else the Hiera size named in the checkpoint's file name, else "tiny"."""
+    if explicit:
+        return explicit
+    name = checkpoint.name.lower() if checkpoint else ""
+    for size, keys in (("base_plus", ("base_plus", "b+")), ("large", ("large", "_l.")), ("small", ("small", "_s.")),
+                       ("tiny", ("tiny", "_t."))):
+        if any(k in name for k in keys):
+            return size
+    return "tiny"
+
+
 def _is_bag(path: Path) -> bool:
     return (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3")
 
@@ -112,6 +124,7 @@ def run_demo(args) -> int:
     if checkpoint is None and not args.random_weights:
         raise ConfigError(CHECKPOINT_HELP)
     random_weights = checkpoint is None
+    args.model_size = infer_model_size(checkpoint, args.model_size)
     out = args.out or (PACKAGE_ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace its contents or choose --out")
@@ -169,7 +182,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--gt-dir", type=Path, default=None, help="instrument label images for prompts and J&F")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the first one in models/)")
     p.add_argument("--random-weights", action="store_true", help="run on random weights when there is no checkpoint")
-    p.add_argument("--model-size", default="tiny", choices=("tiny", "small", "base_plus", "large"))
+    p.add_argument("--model-size", default=None, choices=("tiny", "small", "base_plus", "large"),
+                   help="Hiera size of the checkpoint (default: from its file name, else tiny)")
     p.add_argument("--image-size", type=int, default=512, help="model input size (default 512 for CPU; 1024 = SAM 2.1)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
