@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict, deque
 from dataclasses import dataclass
-from typing import Any, Generic, Iterable, Optional, TypeVar
+from typing import Any, Callable, Generic, Optional, TypeVar
 
 import numpy as np
 
@@ -156,12 +156,16 @@ class PromptQueue(Generic[T]):
             self._items.clear()
             return items
 
-    def push_front(self, items: Iterable[T]) -> None:
-        """Put items back at the front (in their order), dropping the newest beyond max_size."""
+    def pop_if(self, take: Callable[[T], bool]) -> list[T]:
+        """Remove and return the items for which ``take(item)`` is true, oldest first.
+
+        The other items stay queued, in their order.
+        """
         with self._lock:
-            self._items.extendleft(reversed(list(items)))
-            while len(self._items) > self._max_size:
-                self._items.pop()
+            taken = [item for item in self._items if take(item)]
+            if taken:
+                self._items = deque(item for item in self._items if not take(item))
+            return taken
 
     def snapshot(self) -> list[T]:
         """Copy of the items, oldest first (for counting, not for consuming)."""

@@ -81,6 +81,7 @@ class Sam2sNode(Node):
         self._report = BadInputReporter(self._stats, self.get_logger().warning)
         self._rates = RateMeter()
         self._worker_error: Optional[str] = None
+        self._generation = 0  # bumped by reset / load_state: prompts taken before belong to the old state
         self._stop = threading.Event()
 
         self._create_publishers()
@@ -223,6 +224,7 @@ class Sam2sNode(Node):
     def _on_reset(self, request: ResetTracker.Request, response: ResetTracker.Response) -> ResetTracker.Response:
         with self._tracker_lock:
             self._tracker.reset()
+            self._generation += 1
             self._instrument_ids = []
             self._prompts.clear()  # prompts accepted before the reset belong to the old state
         self.get_logger().info("tracker reset: every instrument forgotten")
@@ -247,6 +249,7 @@ class Sam2sNode(Node):
         try:
             with self._tracker_lock:
                 ids = self._tracker.load_state(request.path)
+                self._generation += 1
                 self._instrument_ids = list(self._tracker.instrument_ids)
                 self._prompts.clear()
         except StateFileError as err:
@@ -263,10 +266,13 @@ class Sam2sNode(Node):
         try:
             while not self._stop.is_set():
                 frame = self._frames.take_latest(WORKER_POLL_S)
-                for target, prompts in self._assign_prompts(frame):
+                with self._tracker_lock:  # atomic with reset / load_state, which void queued prompts
+                    generation = self._generation
+                    jobs = self._assign_prompts(frame)
+                for target, prompts in jobs:
                     if self._stop.is_set():
                         return
-                    self._process(target, prompts)
+                    self._process(target, prompts, generation)
         except Exception as err:  # thread boundary: report instead of dying silently
             if self._stop.is_set() or not self.context.ok():
                 return  # shutting down: publishers may already be gone
@@ -276,27 +282,31 @@ class Sam2sNode(Node):
     def _assign_prompts(self, frame: Optional[Frame]) -> list[tuple[Frame, list[PromptInput]]]:
         """Pair pending prompts with frames: a held frame by stamp, else ``frame`` (the next one).
 
-        Returns (frame, prompts) jobs, held frames first (oldest stamp first). Prompts for
-        the next frame wait in the queue while no frame is available.
+        Returns (frame, prompts) jobs, held frames first (oldest stamp first). While no new
+        frame is available, prompts for the next frame stay queued.
         """
+        if frame is None:
+            pending = self._prompts.pop_if(lambda item: self._frames.find(item[1]) is not None)
+        else:
+            pending = self._prompts.pop_all()
         held: dict[int, tuple[Frame, list[PromptInput]]] = {}
-        for_next: list[tuple[PromptInput, int]] = []
-        for prompt, stamp in self._prompts.pop_all():
+        for_next: list[PromptInput] = []
+        for prompt, stamp in pending:
             target = None if frame is not None and stamp == frame.stamp_ns else self._frames.find(stamp)
             if target is not None:
                 held.setdefault(stamp, (target, []))[1].append(prompt)
             else:
-                for_next.append((prompt, stamp))
+                for_next.append(prompt)
         jobs = [held[stamp] for stamp in sorted(held)]
         if frame is not None:
-            jobs.append((frame, [p for p, _ in for_next]))
-        elif for_next:
-            self._prompts.push_front(for_next)
+            jobs.append((frame, for_next))
         return jobs
 
-    def _process(self, frame: Frame, prompts: Sequence[PromptInput]) -> None:
+    def _process(self, frame: Frame, prompts: Sequence[PromptInput], generation: int) -> None:
         try:
             with self._tracker_lock:
+                if generation != self._generation:
+                    prompts = []  # a reset / load_state came in between: these prompts are void
                 result = self._tracker.track(frame.image, prompts)
                 self._instrument_ids = list(self._tracker.instrument_ids)
         except FrameError as err:
@@ -318,7 +328,7 @@ class Sam2sNode(Node):
             try:
                 outputs.append((self._pub_label, label_image_msg(result, header, s.label_image_encoding)))
             except ValueError as err:
-                self._report.report("invalid_prompt", f"label image not published: {err}")
+                self._report.report("label_image_overflow", f"label image not published: {err}")
         if self._pub_overlay is not None:
             outputs.append((self._pub_overlay, array_to_image_msg(render_overlay(frame.image, result), "rgb8", header)))
         masks.latency = time.monotonic() - frame.received

@@ -33,6 +33,7 @@ BAD_INPUT_KINDS = (
     "prompt_rejected_on_frame",  # accepted prompt that the tracker refused on its frame
     "state_file",             # save_state / load_state failed
     "frame_rejected",         # the tracker refused a frame
+    "label_image_overflow",   # an id above 255 with a mono8 label image (e.g. after load_state)
 )
 LATENCY_WINDOW = 300  # processed frames kept for the latency percentiles
 

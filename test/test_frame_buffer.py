@@ -112,9 +112,10 @@ def test_prompt_queue_bounded_fifo():
     assert q.push(99) is False
     assert len(q) == 3 and q.snapshot() == [0, 1, 2]
     assert q.pop_all() == [0, 1, 2] and len(q) == 0
-    q.push(5)
-    q.push_front([1, 2, 3])
-    assert q.pop_all() == [1, 2, 3]  # the newest beyond max_size is dropped
+    for i in (1, 2, 3):
+        q.push(i)
+    assert q.pop_if(lambda i: i % 2 == 1) == [1, 3]
+    assert q.snapshot() == [2] and q.pop_if(lambda i: False) == []
     q.push(1)
     q.clear()
     assert q.pop_all() == []
