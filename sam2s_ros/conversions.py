@@ -21,22 +21,46 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from sam2s_ros.errors import FrameError, PromptError
-from sam2s_ros.msg import ClassVocabulary, InstrumentClass, InstrumentClassArray, InstrumentMask, InstrumentMaskArray, Prompt
+from sam2s_ros.msg import (
+    ClassVocabulary,
+    InstrumentClass,
+    InstrumentClassArray,
+    InstrumentMask,
+    InstrumentMaskArray,
+    Prompt,
+)
 from sam2s_ros.tracking.types import FrameResult, PromptInput, PromptMode
 
 # Input encodings we convert to RGB: (numpy dtype, channels). rosbags-image does the colour
 # conversion; generic "8UC3"-style encodings are refused because their channel order is unknown.
 INPUT_ENCODINGS: dict[str, tuple[str, int]] = {
-    "rgb8": ("uint8", 3), "bgr8": ("uint8", 3), "rgba8": ("uint8", 4), "bgra8": ("uint8", 4),
-    "mono8": ("uint8", 1), "mono16": ("uint16", 1),
-    "rgb16": ("uint16", 3), "bgr16": ("uint16", 3), "rgba16": ("uint16", 4), "bgra16": ("uint16", 4),
-    "bayer_rggb8": ("uint8", 1), "bayer_bggr8": ("uint8", 1), "bayer_gbrg8": ("uint8", 1), "bayer_grbg8": ("uint8", 1),
-    "uyvy": ("uint8", 2), "yuv422": ("uint8", 2), "yuyv": ("uint8", 2), "yuv422_yuy2": ("uint8", 2),
+    "rgb8": ("uint8", 3),
+    "bgr8": ("uint8", 3),
+    "rgba8": ("uint8", 4),
+    "bgra8": ("uint8", 4),
+    "mono8": ("uint8", 1),
+    "mono16": ("uint16", 1),
+    "rgb16": ("uint16", 3),
+    "bgr16": ("uint16", 3),
+    "rgba16": ("uint16", 4),
+    "bgra16": ("uint16", 4),
+    "bayer_rggb8": ("uint8", 1),
+    "bayer_bggr8": ("uint8", 1),
+    "bayer_gbrg8": ("uint8", 1),
+    "bayer_grbg8": ("uint8", 1),
+    "uyvy": ("uint8", 2),
+    "yuv422": ("uint8", 2),
+    "yuyv": ("uint8", 2),
+    "yuv422_yuy2": ("uint8", 2),
 }
 # Mask-prompt encodings (single channel; non-zero = instrument).
 MASK_ENCODINGS: dict[str, str] = {"mono8": "uint8", "8UC1": "uint8", "mono16": "uint16", "16UC1": "uint16"}
 # Output encodings: (numpy dtype, channels).
-OUTPUT_ENCODINGS: dict[str, tuple[type, int]] = {"mono8": (np.uint8, 1), "mono16": (np.uint16, 1), "rgb8": (np.uint8, 3)}
+OUTPUT_ENCODINGS: dict[str, tuple[type, int]] = {
+    "mono8": (np.uint8, 1),
+    "mono16": (np.uint16, 1),
+    "rgb8": (np.uint8, 3),
+}
 
 AnyImage = Union[Image, CompressedImage]
 
@@ -115,12 +139,19 @@ def _packed(msg: Image, pixel_bytes: int) -> Union[Image, SimpleNamespace]:
         raise FrameError(f"image step {msg.step} is smaller than width * pixel size ({row_bytes})")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size < step * (h - 1) + row_bytes:
-        raise FrameError(f"image data has {data.size} bytes, header says {step * h} ({w}x{h} {msg.encoding}, step {step})")
+        raise FrameError(
+            f"image data has {data.size} bytes, header says {step * h} ({w}x{h} {msg.encoding}, step {step})"
+        )
     if step == row_bytes and data.size == h * row_bytes:
         return msg
     rows = np.lib.stride_tricks.as_strided(data, shape=(h, row_bytes), strides=(step, 1))
-    return SimpleNamespace(height=h, width=w, encoding=msg.encoding, is_bigendian=msg.is_bigendian,
-                           data=np.ascontiguousarray(rows).reshape(-1))
+    return SimpleNamespace(
+        height=h,
+        width=w,
+        encoding=msg.encoding,
+        is_bigendian=msg.is_bigendian,
+        data=np.ascontiguousarray(rows).reshape(-1),
+    )
 
 
 def _compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
@@ -144,7 +175,9 @@ def array_to_image_msg(array: np.ndarray, encoding: str, header: Header) -> Imag
     dtype, channels = OUTPUT_ENCODINGS[encoding]
     expected_ndim = 2 if channels == 1 else 3
     if array.dtype != dtype or array.ndim != expected_ndim or (channels > 1 and array.shape[2] != channels):
-        raise ValueError(f"{encoding} needs a {dtype.__name__} array with {channels} channel(s), got {array.dtype} {array.shape}")
+        raise ValueError(
+            f"{encoding} needs a {dtype.__name__} array with {channels} channel(s), got {array.dtype} {array.shape}"
+        )
     msg = Image()
     msg.header = header
     msg.height, msg.width = int(array.shape[0]), int(array.shape[1])
@@ -232,14 +265,16 @@ def classes_msg(result: FrameResult, header: Header) -> InstrumentClassArray:
     """FrameResult -> InstrumentClassArray."""
     out = InstrumentClassArray(header=header)
     for r in result.instruments:
-        out.instruments.append(InstrumentClass(
-            instrument_id=int(r.instrument_id),
-            class_id=int(r.class_id),
-            class_name=r.class_name,
-            class_score=float(r.class_score),
-            class_source=int(r.class_source),
-            visible=bool(r.visible),
-        ))
+        out.instruments.append(
+            InstrumentClass(
+                instrument_id=int(r.instrument_id),
+                class_id=int(r.class_id),
+                class_name=r.class_name,
+                class_score=float(r.class_score),
+                class_source=int(r.class_source),
+                visible=bool(r.visible),
+            )
+        )
     return out
 
 
@@ -253,7 +288,9 @@ def label_image_msg(result: FrameResult, header: Header, encoding: str) -> Image
     return array_to_image_msg(result.label_image(dtype), encoding, header)
 
 
-def vocabulary_msg(vocabulary: Sequence[tuple[int, str]], semantic_head_trained: bool, header: Header) -> ClassVocabulary:
+def vocabulary_msg(
+    vocabulary: Sequence[tuple[int, str]], semantic_head_trained: bool, header: Header
+) -> ClassVocabulary:
     """(class_id, name) pairs -> ClassVocabulary."""
     return ClassVocabulary(
         header=header,

@@ -29,9 +29,6 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from sam2s_ros.conversions import (
-    EmptyImageError,
-    ImageTooLargeError,
-    UnsupportedEncodingError,
     array_to_image_msg,
     classes_msg,
     image_msg_to_rgb,
@@ -41,10 +38,18 @@ from sam2s_ros.conversions import (
     stamp_to_ns,
     vocabulary_msg,
 )
-from sam2s_ros.errors import BackendError, CheckpointError, ConfigError, FrameError, PromptError, StateFileError, UnknownInstrumentError
+from sam2s_ros.errors import (
+    BackendError,
+    CheckpointError,
+    ConfigError,
+    FrameError,
+    PromptError,
+    StateFileError,
+    UnknownInstrumentError,
+)
 from sam2s_ros.frame_buffer import Frame, FrameBuffer, PromptQueue
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
-from sam2s_ros.node_diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array
+from sam2s_ros.node_diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
 from sam2s_ros.node_parameters import declare_parameters, read_parameters
 from sam2s_ros.overlay import render_overlay
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
@@ -101,9 +106,13 @@ class Sam2sNode(Node):
     def _create_publishers(self) -> None:
         s = self._settings
         out_qos = QoSProfile(depth=s.output_qos_depth, reliability=ReliabilityPolicy.RELIABLE)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self._pub_masks = self.create_publisher(InstrumentMaskArray, s.masks_topic, out_qos)
-        self._pub_classes = self.create_publisher(InstrumentClassArray, s.classes_topic, out_qos) if s.publish_classes else None
+        self._pub_classes = (
+            self.create_publisher(InstrumentClassArray, s.classes_topic, out_qos) if s.publish_classes else None
+        )
         self._pub_label = self.create_publisher(Image, s.label_image_topic, out_qos) if s.publish_label_image else None
         self._pub_overlay = self.create_publisher(Image, s.overlay_topic, out_qos) if s.publish_overlay else None
         self._pub_vocabulary = self.create_publisher(ClassVocabulary, s.class_vocabulary_topic, latched)
@@ -118,12 +127,20 @@ class Sam2sNode(Node):
             image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         image_type = CompressedImage if s.image_transport == "compressed" else Image
         self.create_subscription(
-            image_type, s.subscribed_image_topic, self._on_image, image_qos,
-            callback_group=image_group, qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+            image_type,
+            s.subscribed_image_topic,
+            self._on_image,
+            image_qos,
+            callback_group=image_group,
+            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
         )
-        self.create_subscription(Prompt, s.prompt_topic, self._on_prompt_msg, QoSProfile(depth=64), callback_group=control_group)
+        self.create_subscription(
+            Prompt, s.prompt_topic, self._on_prompt_msg, QoSProfile(depth=64), callback_group=control_group
+        )
         self.create_service(AddPrompt, "add_prompt", self._on_add_prompt, callback_group=control_group)
-        self.create_service(RemoveInstrument, "remove_instrument", self._on_remove_instrument, callback_group=control_group)
+        self.create_service(
+            RemoveInstrument, "remove_instrument", self._on_remove_instrument, callback_group=control_group
+        )
         self.create_service(ResetTracker, "reset", self._on_reset, callback_group=control_group)
         self.create_service(SaveState, "save_state", self._on_save_state, callback_group=control_group)
         self.create_service(LoadState, "load_state", self._on_load_state, callback_group=control_group)
@@ -144,7 +161,7 @@ class Sam2sNode(Node):
         try:
             image = image_msg_to_rgb(msg, (s.max_image_height, s.max_image_width))
         except FrameError as err:
-            self._report.report(_frame_error_kind(err), str(err))
+            self._report.report(frame_error_kind(err), str(err))
             return
         if self._frames.put(Frame(image, msg.header, stamp_to_ns(msg.header.stamp), received)):
             self._stats.frame_dropped()
@@ -168,7 +185,11 @@ class Sam2sNode(Node):
         if image_hw is None:
             return self._refuse("prompt_before_image", "no image received yet")
         if self._label_is_mono8() and prompt.instrument_id > 255:
-            return self._refuse("invalid_prompt", f"instrument_id {prompt.instrument_id} does not fit the mono8 label image (ids 1..255; or set label_image_encoding mono16)")
+            return self._refuse(
+                "invalid_prompt",
+                f"instrument_id {prompt.instrument_id} does not fit the mono8 label image "
+                "(ids 1..255; or set label_image_encoding mono16)",
+            )
         conflict = self._check_against_queue(prompt)
         if conflict is not None:
             return self._refuse(*conflict)
@@ -180,7 +201,9 @@ class Sam2sNode(Node):
         except PromptError as err:
             return self._refuse("invalid_prompt", f"instrument {prompt.instrument_id}: {err}")
         if not self._prompts.push((prompt, stamp)):
-            return self._refuse("prompt_queue_full", f"{len(self._prompts)} prompts are already waiting (prompt_queue_size)")
+            return self._refuse(
+                "prompt_queue_full", f"{len(self._prompts)} prompts are already waiting (prompt_queue_size)"
+            )
         self._frames.wake()
         return True, ""
 
@@ -201,16 +224,23 @@ class Sam2sNode(Node):
             return None
         pending = self._pending_new_ids()
         if prompt.instrument_id in pending:
-            return "invalid_prompt", f"a NEW prompt for instrument {prompt.instrument_id} is already waiting for its frame"
+            return (
+                "invalid_prompt",
+                f"a NEW prompt for instrument {prompt.instrument_id} is already waiting for its frame",
+            )
         ids = set(self._instrument_ids) | pending
         if prompt.instrument_id not in ids and len(ids) >= self._cfg.max_instruments:
-            return "too_many_instruments", (f"instrument {prompt.instrument_id} refused: already {len(ids)} instruments "
-                                            f"tracked or starting (max_instruments={self._cfg.max_instruments})")
+            return "too_many_instruments", (
+                f"instrument {prompt.instrument_id} refused: already {len(ids)} instruments "
+                f"tracked or starting (max_instruments={self._cfg.max_instruments})"
+            )
         return None
 
     # ---- services -------------------------------------------------------------------------
 
-    def _on_remove_instrument(self, request: RemoveInstrument.Request, response: RemoveInstrument.Response) -> RemoveInstrument.Response:
+    def _on_remove_instrument(
+        self, request: RemoveInstrument.Request, response: RemoveInstrument.Response
+    ) -> RemoveInstrument.Response:
         try:
             with self._tracker_lock:
                 self._tracker.remove_instrument(int(request.instrument_id))
@@ -233,7 +263,9 @@ class Sam2sNode(Node):
 
     def _on_save_state(self, request: SaveState.Request, response: SaveState.Response) -> SaveState.Response:
         if not os.path.isabs(request.path):
-            response.success, response.reason = self._refuse("state_file", f"path must be absolute, got {request.path!r}")
+            response.success, response.reason = self._refuse(
+                "state_file", f"path must be absolute, got {request.path!r}"
+            )
             return response
         try:
             with self._tracker_lock:
@@ -313,7 +345,9 @@ class Sam2sNode(Node):
             self._report.report("frame_rejected", str(err))
             return
         for rejected in result.rejected_prompts:
-            self._report.report("prompt_rejected_on_frame", f"instrument {rejected.prompt.instrument_id}: {rejected.reason}")
+            self._report.report(
+                "prompt_rejected_on_frame", f"instrument {rejected.prompt.instrument_id}: {rejected.reason}"
+            )
         latency = self._publish_result(frame, result)
         self._stats.frame_processed(latency, len(prompts) - len(result.rejected_prompts))
 
@@ -340,8 +374,15 @@ class Sam2sNode(Node):
     def _publish_diagnostics(self) -> None:
         snap = self._stats.snapshot()
         rates = self._rates.update(snap)
-        msg = diagnostic_array(snap, rates, self._info, list(self._instrument_ids), f"{self.get_fully_qualified_name()}: tracker",
-                               self.get_clock().now().to_msg(), self._worker_error)
+        msg = diagnostic_array(
+            snap,
+            rates,
+            self._info,
+            list(self._instrument_ids),
+            f"{self.get_fully_qualified_name()}: tracker",
+            self.get_clock().now().to_msg(),
+            self._worker_error,
+        )
         self._pub_diagnostics.publish(msg)
 
     def _stamped_header(self) -> Header:
@@ -360,17 +401,6 @@ class Sam2sNode(Node):
     def tracker(self) -> InstrumentTracker:
         """The tracker (for tests and tools; use under the node's own threads with care)."""
         return self._tracker
-
-
-def _frame_error_kind(err: FrameError) -> str:
-    """Diagnostics bad-input kind of a conversion error."""
-    if isinstance(err, UnsupportedEncodingError):
-        return "unsupported_encoding"
-    if isinstance(err, EmptyImageError):
-        return "zero_size_image"
-    if isinstance(err, ImageTooLargeError):
-        return "image_too_large"
-    return "malformed_image"
 
 
 def main(args: Optional[list[str]] = None) -> int:

@@ -19,23 +19,37 @@ import psutil
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
+from sam2s_ros.conversions import EmptyImageError, ImageTooLargeError, UnsupportedEncodingError
+from sam2s_ros.errors import FrameError
+
 # Every bad-input kind the node counts (always reported, 0 included).
 BAD_INPUT_KINDS = (
-    "unsupported_encoding",   # image encoding / compressed format not convertible to RGB
-    "zero_size_image",        # width or height 0, or no data
-    "image_too_large",        # above max_image_width / max_image_height
-    "malformed_image",        # data shorter than step * height, bad step
-    "invalid_prompt",         # NaN / out-of-frame points, bad box or mask, bad mode...
-    "prompt_before_image",    # prompt while no image was received yet
-    "unknown_instrument",     # remove / refine of an id that is not tracked
-    "too_many_instruments",   # a new instrument beyond max_instruments
-    "prompt_queue_full",      # more pending prompts than prompt_queue_size
+    "unsupported_encoding",  # image encoding / compressed format not convertible to RGB
+    "zero_size_image",  # width or height 0, or no data
+    "image_too_large",  # above max_image_width / max_image_height
+    "malformed_image",  # data shorter than step * height, bad step
+    "invalid_prompt",  # NaN / out-of-frame points, bad box or mask, bad mode...
+    "prompt_before_image",  # prompt while no image was received yet
+    "unknown_instrument",  # remove / refine of an id that is not tracked
+    "too_many_instruments",  # a new instrument beyond max_instruments
+    "prompt_queue_full",  # more pending prompts than prompt_queue_size
     "prompt_rejected_on_frame",  # accepted prompt that the tracker refused on its frame
-    "state_file",             # save_state / load_state failed
-    "frame_rejected",         # the tracker refused a frame
-    "label_image_overflow",   # an id above 255 with a mono8 label image (e.g. after load_state)
+    "state_file",  # save_state / load_state failed
+    "frame_rejected",  # the tracker refused a frame
+    "label_image_overflow",  # an id above 255 with a mono8 label image (e.g. after load_state)
 )
 LATENCY_WINDOW = 300  # processed frames kept for the latency percentiles
+
+
+def frame_error_kind(err: FrameError) -> str:
+    """Bad-input kind (one of BAD_INPUT_KINDS) of an image conversion error."""
+    if isinstance(err, UnsupportedEncodingError):
+        return "unsupported_encoding"
+    if isinstance(err, EmptyImageError):
+        return "zero_size_image"
+    if isinstance(err, ImageTooLargeError):
+        return "image_too_large"
+    return "malformed_image"
 
 
 @dataclass
@@ -109,7 +123,9 @@ class BadInputReporter:
         max_keys: distinct messages remembered (oldest forgotten first).
     """
 
-    def __init__(self, stats: NodeStats, log: Callable[[str], Any], period_s: float = 10.0, max_keys: int = 256) -> None:
+    def __init__(
+        self, stats: NodeStats, log: Callable[[str], Any], period_s: float = 10.0, max_keys: int = 256
+    ) -> None:
         self._stats = stats
         self._log = log
         self._period = period_s
@@ -190,7 +206,10 @@ def diagnostic_array(
         "instruments_tracked": str(len(instrument_ids)),
         "instrument_ids": ",".join(str(i) for i in instrument_ids),
         "prompts_applied": str(snap.prompts_applied),
-        **{k: str(tracker_info.get(k, "")) for k in ("backend", "model", "image_size", "device", "weights", "semantic_head_trained")},
+        **{
+            k: str(tracker_info.get(k, ""))
+            for k in ("backend", "model", "image_size", "device", "weights", "semantic_head_trained")
+        },
         "resident_memory_mb": f"{resident_memory_mb():.1f}",
         **{f"bad_input.{k}": str(v) for k, v in sorted(snap.bad_input.items())},
         **{f"bad_input.{k}.last_reason": v for k, v in sorted(snap.last_reasons.items())},

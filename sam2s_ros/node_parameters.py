@@ -55,7 +55,9 @@ class ParamSpec:
         if self.value_range is not None:
             low, high, step = self.value_range
             if isinstance(self.default, float):
-                desc.floating_point_range = [FloatingPointRange(from_value=float(low), to_value=float(high), step=float(step))]
+                desc.floating_point_range = [
+                    FloatingPointRange(from_value=float(low), to_value=float(high), step=float(step))
+                ]
             else:
                 desc.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=int(step))]
         return desc
@@ -100,33 +102,89 @@ _M = DiveMemConfig()
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_size", _T.model_size, "SAM 2.1 Hiera size of the checkpoint", choices=MODEL_SIZES),
     ParamSpec("checkpoint", "", f"SAM 2.1 / SAM2S checkpoint (.pt/.pth/.safetensors); '' = none (see {MODELS_README})"),
-    ParamSpec("allow_random_weights", _T.allow_random_weights, "run with random weights when no checkpoint is given (tests/demos only: outputs are meaningless)"),
+    ParamSpec(
+        "allow_random_weights",
+        _T.allow_random_weights,
+        "run with random weights when no checkpoint is given (tests/demos only: outputs are meaningless)",
+    ),
     ParamSpec("seed", _T.seed, "torch seed for random weights", (0, 2**31 - 1, 0)),
     ParamSpec("backend", _T.backend, "inference runtime", choices=("torch", "onnxruntime", "tensorrt")),
     ParamSpec("device", _T.device, "'cpu' or 'cuda[:N]'"),
-    ParamSpec("image_size", _T.image_size, "model input side in pixels, multiple of 32 [SAM 2.1: 1024]", (128, 4096, 32)),
+    ParamSpec(
+        "image_size", _T.image_size, "model input side in pixels, multiple of 32 [SAM 2.1: 1024]", (128, 4096, 32)
+    ),
     ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=("none", "bfloat16", "float16")),
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
-    ParamSpec("mask_threshold", _T.mask_threshold, "mask logit threshold for binary masks [SAM 2.1: 0.0]", (-32.0, 32.0, 0.0)),
-    ParamSpec("fill_hole_area", _T.fill_hole_area, "fill mask holes up to this many low-res pixels [SAM 2.1 video predictor: 8]", (0, 100000, 1)),
-    ParamSpec("class_vocabulary", list(_T.class_vocabulary), "instrument class names; class id = index + 1 [EndoVis 2017 types]"),
-    ParamSpec("class_smoothing_frames", _T.class_smoothing_frames, "frames averaged for model class scores", (1, 1000, 1)),
+    ParamSpec(
+        "mask_threshold", _T.mask_threshold, "mask logit threshold for binary masks [SAM 2.1: 0.0]", (-32.0, 32.0, 0.0)
+    ),
+    ParamSpec(
+        "fill_hole_area",
+        _T.fill_hole_area,
+        "fill mask holes up to this many low-res pixels [SAM 2.1 video predictor: 8]",
+        (0, 100000, 1),
+    ),
+    ParamSpec(
+        "class_vocabulary",
+        list(_T.class_vocabulary),
+        "instrument class names; class id = index + 1 [EndoVis 2017 types]",
+    ),
+    ParamSpec(
+        "class_smoothing_frames", _T.class_smoothing_frames, "frames averaged for model class scores", (1, 1000, 1)
+    ),
     ParamSpec("divemem.num_maskmem", _M.num_maskmem, "memory frames incl. the current one [SAM 2.1: 7]", (2, 7, 1)),
-    ParamSpec("divemem.max_cond_frames", _M.max_cond_frames, "prompted frames kept per instrument [SAM 2.1: unlimited]", (1, 1000, 1)),
+    ParamSpec(
+        "divemem.max_cond_frames",
+        _M.max_cond_frames,
+        "prompted frames kept per instrument [SAM 2.1: unlimited]",
+        (1, 1000, 1),
+    ),
     ParamSpec("divemem.max_obj_ptrs", _M.max_obj_ptrs, "object pointers attended to [SAM 2.1: 16]", (1, 64, 1)),
     ParamSpec("divemem.long_term_enabled", _M.long_term_enabled, "DiveMem diverse long-term memory [SAM 2.1: off]"),
-    ParamSpec("divemem.long_term_frames", _M.long_term_frames, "diverse long-term frames K [SAM2S/ReSurgSAM2: 3]", (0, 16, 1)),
-    ParamSpec("divemem.candidate_pool_size", _M.candidate_pool_size, "high-confidence candidates considered [ReSurgSAM2: 5]", (1, 64, 1)),
-    ParamSpec("divemem.iou_threshold", _M.iou_threshold, "min predicted IoU of a long-term candidate [ReSurgSAM2: 0.95]", (0.0, 1.0, 0.0)),
-    ParamSpec("divemem.object_score_threshold", _M.object_score_threshold, "min object-score logit of a candidate [0.0 = visible]", (-32.0, 32.0, 0.0)),
-    ParamSpec("divemem.memory_dtype", _M.memory_dtype, "storage dtype of spatial memories [SAM 2.1 video predictor: bfloat16]", choices=("bfloat16", "float16", "float32")),
+    ParamSpec(
+        "divemem.long_term_frames", _M.long_term_frames, "diverse long-term frames K [SAM2S/ReSurgSAM2: 3]", (0, 16, 1)
+    ),
+    ParamSpec(
+        "divemem.candidate_pool_size",
+        _M.candidate_pool_size,
+        "high-confidence candidates considered [ReSurgSAM2: 5]",
+        (1, 64, 1),
+    ),
+    ParamSpec(
+        "divemem.iou_threshold",
+        _M.iou_threshold,
+        "min predicted IoU of a long-term candidate [ReSurgSAM2: 0.95]",
+        (0.0, 1.0, 0.0),
+    ),
+    ParamSpec(
+        "divemem.object_score_threshold",
+        _M.object_score_threshold,
+        "min object-score logit of a candidate [0.0 = visible]",
+        (-32.0, 32.0, 0.0),
+    ),
+    ParamSpec(
+        "divemem.memory_dtype",
+        _M.memory_dtype,
+        "storage dtype of spatial memories [SAM 2.1 video predictor: bfloat16]",
+        choices=("bfloat16", "float16", "float32"),
+    ),
 )
 
 NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("image_topic", "image_raw", "input image topic (sensor_msgs/Image)"),
-    ParamSpec("image_transport", "raw", "'compressed' subscribes sensor_msgs/CompressedImage on <image_topic>/compressed", choices=IMAGE_TRANSPORTS),
-    ParamSpec("image_qos", "sensor_data", "image subscription QoS: best-effort sensor data, or reliable", choices=IMAGE_QOS_CHOICES),
+    ParamSpec(
+        "image_transport",
+        "raw",
+        "'compressed' subscribes sensor_msgs/CompressedImage on <image_topic>/compressed",
+        choices=IMAGE_TRANSPORTS,
+    ),
+    ParamSpec(
+        "image_qos",
+        "sensor_data",
+        "image subscription QoS: best-effort sensor data, or reliable",
+        choices=IMAGE_QOS_CHOICES,
+    ),
     ParamSpec("prompt_topic", "prompts", "prompt topic (sam2s_ros/Prompt, reliable)"),
     ParamSpec("masks_topic", "masks", "output sam2s_ros/InstrumentMaskArray topic"),
     ParamSpec("classes_topic", "instrument_classes", "output sam2s_ros/InstrumentClassArray topic"),
@@ -138,7 +196,9 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_label_image", True, "publish the label image"),
     ParamSpec("publish_overlay", False, "publish the rgb8 overlay (source image + coloured masks)"),
     ParamSpec("publish_classes", True, "publish instrument classes"),
-    ParamSpec("label_image_encoding", "mono8", "label image encoding (mono8 holds ids 1..255)", choices=LABEL_ENCODINGS),
+    ParamSpec(
+        "label_image_encoding", "mono8", "label image encoding (mono8 holds ids 1..255)", choices=LABEL_ENCODINGS
+    ),
     ParamSpec("max_image_width", 4096, "larger input images are rejected (pixels)", (1, 65535, 1)),
     ParamSpec("max_image_height", 4096, "larger input images are rejected (pixels)", (1, 65535, 1)),
     ParamSpec("prompt_frame_buffer_size", 30, "recent frames held to apply stamped prompts to (0 = off)", (0, 1000, 1)),
@@ -173,7 +233,9 @@ def read_parameters(node: Node) -> tuple[TrackerConfig, NodeSettings]:
     values = {spec.name: node.get_parameter(spec.name).value for spec in ALL_PARAMS}
     for spec in ALL_PARAMS:
         if spec.choices and values[spec.name] not in spec.choices:
-            raise ConfigError(f"parameter {spec.name!r} must be one of {', '.join(spec.choices)}; got {values[spec.name]!r}")
+            raise ConfigError(
+                f"parameter {spec.name!r} must be one of {', '.join(spec.choices)}; got {values[spec.name]!r}"
+            )
     tracker_values = {spec.name: values[spec.name] for spec in TRACKER_PARAMS}
     tracker_values["checkpoint"] = tracker_values["checkpoint"] or None
     tracker_values["onnx_dir"] = tracker_values["onnx_dir"] or None
@@ -194,14 +256,24 @@ def read_parameters(node: Node) -> tuple[TrackerConfig, NodeSettings]:
 
 def _validate_settings(settings: NodeSettings) -> None:
     """Raise ConfigError on node settings that the descriptors cannot express."""
-    for name in ("image_topic", "prompt_topic", "masks_topic", "classes_topic", "label_image_topic", "overlay_topic", "class_vocabulary_topic"):
+    for name in (
+        "image_topic",
+        "prompt_topic",
+        "masks_topic",
+        "classes_topic",
+        "label_image_topic",
+        "overlay_topic",
+        "class_vocabulary_topic",
+    ):
         if not getattr(settings, name).strip():
             raise ConfigError(f"parameter {name!r} must not be empty")
 
 
 def _expected(spec: ParamSpec) -> str:
     """Human description of a parameter's type and range, for error messages."""
-    kind = {bool: "a bool", int: "an integer", float: "a double", str: "a string", list: "a string array"}[type(spec.default)]
+    kind = {bool: "a bool", int: "an integer", float: "a double", str: "a string", list: "a string array"}[
+        type(spec.default)
+    ]
     if spec.value_range is not None:
         low, high, step = spec.value_range
         kind += f" in [{low}, {high}]" + (f" in steps of {step}" if step else "")

@@ -1,7 +1,7 @@
-"""Helpers for the node tests: real frames, a peer node that talks to sam2s_node over DDS,
-bounded waits, and starting the node as a separate process.
+"""Helpers for the node tests.
 
-Every wait here has a time limit; nothing spins without one.
+Real frames, a peer node that talks to sam2s_node over DDS, bounded waits, and starting
+the node as a separate process. Every wait here has a time limit; nothing spins without one.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def load_frames(shared_dir: pathlib.Path, count: int) -> list[np.ndarray]:
 def synthetic_frame(h: int = 120, w: int = 160) -> np.ndarray:
     """A plain test image (a bright bar on a dark background), uint8 RGB."""
     img = np.full((h, w, 3), 30, np.uint8)
-    img[h // 3: h // 2, w // 4: 3 * w // 4] = (220, 200, 180)
+    img[h // 3 : h // 2, w // 4 : 3 * w // 4] = (220, 200, 180)
     return img
 
 
@@ -98,8 +98,12 @@ class Peer:
     def __init__(self, context, namespace: str = "", extra_nodes=()) -> None:
         ns = namespace.rstrip("/")
         self.node = Node("sam2s_test_peer", context=context)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        rosout_qos = QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        rosout_qos = QoSProfile(
+            depth=1000, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
         self.masks: list[InstrumentMaskArray] = []
         self.classes: list[InstrumentClassArray] = []
         self.labels: list[Image] = []
@@ -137,8 +141,11 @@ class Peer:
 
     def connected(self) -> bool:
         """True once sam2s_node's image/prompt subscriptions and masks publisher match ours."""
-        return (self.image_pub.get_subscription_count() > 0 and self.prompt_pub.get_subscription_count() > 0
-                and self.masks_sub.get_publisher_count() > 0)
+        return (
+            self.image_pub.get_subscription_count() > 0
+            and self.prompt_pub.get_subscription_count() > 0
+            and self.masks_sub.get_publisher_count() > 0
+        )
 
     def wait_for_subscriber(self, timeout: float = 20.0) -> None:
         """Wait until sam2s_node and this peer are connected both ways."""
@@ -231,8 +238,9 @@ class NodeProcess:
         env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             command = command or [sys.executable, "-m", "sam2s_ros.node"]
-            self.proc = subprocess.Popen([*command, *args], cwd=REPO_ROOT, env=env,
-                                         stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [*command, *args], cwd=REPO_ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL
+            )
 
     @property
     def pid(self) -> int:

@@ -42,12 +42,24 @@ def _header(sec: int = 12, nsec: int = 345, frame_id: str = "cam") -> Header:
 def _raw(array: np.ndarray, encoding: str, step: int | None = None, bigendian: bool = False) -> Image:
     """Image message from an array, optionally with padded rows."""
     h, w = array.shape[:2]
-    row = array.reshape(h, -1).view(np.uint8) if not bigendian else array.astype(array.dtype.newbyteorder(">")).reshape(h, -1).view(np.uint8)
+    row = (
+        array.reshape(h, -1).view(np.uint8)
+        if not bigendian
+        else array.astype(array.dtype.newbyteorder(">")).reshape(h, -1).view(np.uint8)
+    )
     row_bytes = row.shape[1]
     step = step or row_bytes
     data = np.zeros((h, step), np.uint8)
     data[:, :row_bytes] = row
-    return Image(header=_header(), height=h, width=w, encoding=encoding, is_bigendian=int(bigendian), step=step, data=data.tobytes())
+    return Image(
+        header=_header(),
+        height=h,
+        width=w,
+        encoding=encoding,
+        is_bigendian=int(bigendian),
+        step=step,
+        data=data.tobytes(),
+    )
 
 
 @pytest.fixture
@@ -61,12 +73,15 @@ def test_stamp_to_ns():
     assert stamp_to_ns(Header().stamp) == 0
 
 
-@pytest.mark.parametrize("encoding,convert", [
-    ("rgb8", lambda a: a),
-    ("bgr8", lambda a: a[..., ::-1]),
-    ("rgba8", lambda a: np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])),
-    ("bgra8", lambda a: np.dstack([a[..., ::-1], np.full(a.shape[:2], 7, np.uint8)])),
-])
+@pytest.mark.parametrize(
+    "encoding,convert",
+    [
+        ("rgb8", lambda a: a),
+        ("bgr8", lambda a: a[..., ::-1]),
+        ("rgba8", lambda a: np.dstack([a, np.full(a.shape[:2], 7, np.uint8)])),
+        ("bgra8", lambda a: np.dstack([a[..., ::-1], np.full(a.shape[:2], 7, np.uint8)])),
+    ],
+)
 def test_colour_images_to_rgb(rgb, encoding, convert):
     out = image_msg_to_rgb(_raw(np.ascontiguousarray(convert(rgb)), encoding), MAX_HW)
     assert out.dtype == np.uint8 and out.shape == rgb.shape and out.flags.c_contiguous
@@ -139,7 +154,9 @@ def test_short_data_and_bad_step(rgb):
         image_msg_to_rgb(msg, MAX_HW)
 
 
-@pytest.mark.parametrize("encoding,dtype,shape", [("mono8", np.uint8, (5, 7)), ("mono16", np.uint16, (5, 7)), ("rgb8", np.uint8, (5, 7, 3))])
+@pytest.mark.parametrize(
+    "encoding,dtype,shape", [("mono8", np.uint8, (5, 7)), ("mono16", np.uint16, (5, 7)), ("rgb8", np.uint8, (5, 7, 3))]
+)
 def test_array_to_image_round_trip(encoding, dtype, shape):
     rng = np.random.default_rng(1)
     array = rng.integers(0, np.iinfo(dtype).max, shape).astype(dtype)
@@ -169,7 +186,12 @@ def _prompt(**kw) -> Prompt:
 
 
 def test_prompt_points_labels_class():
-    msg = _prompt(points=[Point(x=10.5, y=20.25, z=99.0), Point(x=1.0, y=2.0)], point_labels=[1, 0], class_id=2, class_name="prograsp_forceps")
+    msg = _prompt(
+        points=[Point(x=10.5, y=20.25, z=99.0), Point(x=1.0, y=2.0)],
+        point_labels=[1, 0],
+        class_id=2,
+        class_name="prograsp_forceps",
+    )
     p = prompt_from_msg(msg)
     assert p.instrument_id == 3 and p.mode == PromptMode.NEW
     np.testing.assert_array_equal(p.points, np.array([[10.5, 20.25], [1.0, 2.0]], np.float32))
@@ -233,7 +255,12 @@ def test_masks_msg():
     assert msg.header.stamp.sec == 12 and msg.header.frame_id == "cam"
     assert msg.frame_index == 4 and msg.latency == pytest.approx(0.25)
     a, b = msg.instruments
-    assert (a.instrument_id, a.class_id, a.class_name, a.class_source) == (1, 2, "prograsp_forceps", InstrumentMask.CLASS_SOURCE_PROMPT)
+    assert (a.instrument_id, a.class_id, a.class_name, a.class_source) == (
+        1,
+        2,
+        "prograsp_forceps",
+        InstrumentMask.CLASS_SOURCE_PROMPT,
+    )
     assert a.visible and not b.visible
     assert (b.bbox_x0, b.bbox_y0, b.bbox_x1, b.bbox_y1) == (2, 2, 8, 6)
     assert (b.class_id, b.class_source) == (-1, InstrumentMask.CLASS_SOURCE_NONE)
@@ -256,3 +283,19 @@ def test_classes_and_label_and_vocabulary():
         assert set(np.unique(pixels)) == {0, 1, 7}
     voc = vocabulary_msg([(1, "a"), (2, "b")], False, _header())
     assert list(voc.class_ids) == [1, 2] and list(voc.class_names) == ["a", "b"] and not voc.semantic_head_trained
+
+
+def test_overlay_colours_masks_only():
+    from sam2s_ros.overlay import instrument_colour, render_overlay
+
+    image = np.full((60, 80, 3), 100, np.uint8)
+    result = _result()
+    result.image_hw = (60, 80)
+    for r in result.instruments:
+        r.mask = np.pad(r.mask, ((0, 54), (0, 72)))
+    out = render_overlay(image, result)
+    assert out.shape == image.shape and out.dtype == np.uint8
+    assert np.array_equal(image, np.full((60, 80, 3), 100, np.uint8))  # source untouched
+    assert np.array_equal(out[40:, 40:], image[40:, 40:])  # far from masks and labels
+    assert instrument_colour(1) != instrument_colour(2) and instrument_colour(1) == instrument_colour(21)
+    assert not np.array_equal(out[:6, :8], image[:6, :8])

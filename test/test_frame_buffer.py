@@ -92,7 +92,10 @@ def test_concurrent_producers_and_consumer_stay_bounded():
 
     consumer = threading.Thread(target=consume)
     consumer.start()
-    producers = [threading.Thread(target=lambda k=k: [buf.put(_frame(k * 10_000 + i + 1)) for i in range(2000)]) for k in range(2)]
+    producers = [
+        threading.Thread(target=lambda k=k: [buf.put(_frame(k * 10_000 + i + 1)) for i in range(2000)])
+        for k in range(2)
+    ]
     for p in producers:
         p.start()
     for p in producers:

@@ -1,6 +1,9 @@
-"""sam2s_node in this process, talking to a peer node over real DDS, real tracker (random
-weights, image_size 256) on real laparoscopic frames; plus its parameters, config file and
-launch file (checked without the launch package, which pip cannot install)."""
+"""sam2s_node in this process, talking to a peer node over real DDS.
+
+Real tracker (random weights, image_size 256) on real laparoscopic frames; plus the node's
+parameters, config file and launch file (checked without the launch package, which pip
+cannot install).
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,24 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
-from node_fixtures import TEST_PARAMS, Peer, add_prompt, click_prompt, image_msg, load_frames, pixels, stamp_s, synthetic_frame, wait_until, with_stamp
+from node_fixtures import (
+    TEST_PARAMS,
+    Peer,
+    add_prompt,
+    click_prompt,
+    image_msg,
+    load_frames,
+    pixels,
+    stamp_s,
+    synthetic_frame,
+    wait_until,
+    with_stamp,
+)
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node import Sam2sNode
 from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, read_parameters
-from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
 WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
@@ -130,7 +145,7 @@ def test_prompt_stamped_with_a_held_frame_applies_to_that_frame(make_harness, sh
     node, peer = make_harness()
     stamps = [20.0, 20.04, 20.08]
     peer.publish_until_processed(image_msg(frames[0], stamps[0]), WAIT)
-    for frame, t in zip(frames[1:3], stamps[1:]):
+    for frame, t in zip(frames[1:3], stamps[1:], strict=True):
         peer.image_pub.publish(image_msg(frame, t))
     wait_until(lambda: peer.masks_with_stamp(stamps[-1]), WAIT, "the last frame processed")
     assert all(m.instruments == [] for m in list(peer.masks))

@@ -1,6 +1,9 @@
-"""Bad input never stops sam2s_node: each case is refused with a reason, logged (identical
-messages throttled), counted by kind in /diagnostics, and a good frame afterwards is still
-tracked. Real node, real DDS, real tracker (random weights, 256 px); synthetic images."""
+"""Bad input never stops sam2s_node.
+
+Each case is refused with a reason, logged (identical messages throttled), counted by kind
+in /diagnostics, and a good frame afterwards is still tracked. Real node, real DDS, real
+tracker (random weights, 256 px); synthetic images.
+"""
 
 from __future__ import annotations
 
@@ -42,7 +45,9 @@ def harness(rclpy_context, request):
 
 
 def click(instrument_id: int, x: float, y: float, mode: int = Prompt.MODE_NEW) -> Prompt:
-    return Prompt(header=header(0.0, ""), instrument_id=instrument_id, mode=mode, points=[Point(x=x, y=y)], point_labels=[1])
+    return Prompt(
+        header=header(0.0, ""), instrument_id=instrument_id, mode=mode, points=[Point(x=x, y=y)], point_labels=[1]
+    )
 
 
 def add(peer: Peer, prompt: Prompt):
@@ -86,8 +91,16 @@ def test_bad_images_are_refused_counted_and_logged_once(harness):
         time.sleep(0.05)
     expected = {"unsupported_encoding": 5, "zero_size_image": 1, "image_too_large": 1, "malformed_image": 1}
     wait_until(lambda: counts_reach(peer, expected), 15, f"bad image counts {expected}")
-    wait_until(lambda: logged(peer, "unsupported_encoding", "32FC1") and logged(peer, "zero_size_image", "zero size")
-               and logged(peer, "image_too_large", "100x241") and logged(peer, "malformed_image", "bytes"), 10, "each bad image logged")
+    wait_until(
+        lambda: (
+            logged(peer, "unsupported_encoding", "32FC1")
+            and logged(peer, "zero_size_image", "zero size")
+            and logged(peer, "image_too_large", "100x241")
+            and logged(peer, "malformed_image", "bytes")
+        ),
+        10,
+        "each bad image logged",
+    )
     assert sum("32FC1" in line for line in peer.log_lines()) == 1  # 5 identical inputs, one log line
     assert int(peer.latest_diag()["frames_received"]) >= 9
     assert not any(peer.masks_with_stamp(t) for t in (1.0, 2.0, 3.0, 4.0))  # no output for bad frames
@@ -124,9 +137,16 @@ def test_bad_prompts_and_service_calls_are_refused_with_reasons(harness):
 
     expected = {"invalid_prompt": 5, "unknown_instrument": 2, "too_many_instruments": 1}
     wait_until(lambda: counts_reach(peer, expected), 15, f"bad prompt counts {expected}")
-    wait_until(lambda: logged(peer, "invalid_prompt", "NaN") and logged(peer, "invalid_prompt", "outside")
-               and logged(peer, "unknown_instrument", "42") and logged(peer, "too_many_instruments", "max_instruments"),
-               10, "each bad prompt logged with its reason")
+    wait_until(
+        lambda: (
+            logged(peer, "invalid_prompt", "NaN")
+            and logged(peer, "invalid_prompt", "outside")
+            and logged(peer, "unknown_instrument", "42")
+            and logged(peer, "too_many_instruments", "max_instruments")
+        ),
+        10,
+        "each bad prompt logged with its reason",
+    )
 
     peer.image_pub.publish(image_msg(frame, 2.0))  # the two good prompts apply here
     wait_until(lambda: peer.masks_with_stamp(2.0), WAIT, "output after the bad prompts")
@@ -147,9 +167,58 @@ def test_compressed_transport_bad_and_good_data(harness):
     peer.compressed_pub.publish(CompressedImage(header=header(1.0), format="jpeg", data=b"\xff\xd8 not really a jpeg"))
     time.sleep(0.05)
     peer.compressed_pub.publish(CompressedImage(header=header(1.5), format="png", data=b""))
-    wait_until(lambda: counts_reach(peer, {"unsupported_encoding": 1, "zero_size_image": 1}), 15, "bad compressed images counted")
+    wait_until(
+        lambda: counts_reach(peer, {"unsupported_encoding": 1, "zero_size_image": 1}),
+        15,
+        "bad compressed images counted",
+    )
     peer.compressed_pub.publish(CompressedImage(header=header(2.0), format="png", data=png.tobytes()))
     wait_until(lambda: peer.masks_with_stamp(2.0), WAIT, "output for a good compressed frame")
     assert peer.masks_with_stamp(2.0)[0].header.frame_id == "endoscope"
     wait_until(lambda: peer.labels, 10, "label image")
     assert np.frombuffer(peer.labels[-1].data, np.uint8).size == 160 * 120
+
+
+# ---- the reporting pieces on their own ----------------------------------------------------
+
+
+def test_reporter_counts_every_input_and_throttles_identical_logs(monkeypatch):
+    from sam2s_ros import node_diagnostics as nd
+
+    clock = [100.0]
+    monkeypatch.setattr(nd.time, "monotonic", lambda: clock[0])
+    stats, lines = nd.NodeStats(), []
+    reporter = nd.BadInputReporter(stats, lines.append, period_s=10.0, max_keys=2)
+    for _ in range(3):
+        reporter.report("invalid_prompt", "NaN point")
+    reporter.report("invalid_prompt", "outside")  # another reason: logged at once
+    clock[0] += 11.0
+    reporter.report("invalid_prompt", "NaN point")
+    assert lines == [
+        "bad input [invalid_prompt]: NaN point",
+        "bad input [invalid_prompt]: outside",
+        "bad input [invalid_prompt]: NaN point (2 identical since last report)",
+    ]
+    snap = stats.snapshot()
+    assert snap.bad_input["invalid_prompt"] == 5 and snap.last_reasons["invalid_prompt"] == "NaN point"
+    assert set(snap.bad_input) == set(BAD_INPUT_KINDS)
+
+
+def test_latency_percentiles_and_diagnostic_array():
+    from sam2s_ros import node_diagnostics as nd
+
+    assert nd.latency_percentiles_ms(np.array([])) == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    lat = nd.latency_percentiles_ms(np.arange(1, 101) / 1000.0)
+    assert lat["p50"] == pytest.approx(50.5) and lat["max"] == pytest.approx(100.0)
+    stats = nd.NodeStats()
+    stats.frame_received()
+    stats.frame_processed(0.02, prompts_applied=1)
+    info = {"backend": "torch", "model": "m", "image_size": 256, "device": "cpu", "weights": "random weights"}
+    msg = nd.diagnostic_array(
+        stats.snapshot(), {"input": 1.0, "processed": 1.0}, info, [3], "/x/sam2s_node: tracker", None
+    )
+    [status] = msg.status
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.level == nd.DiagnosticStatus.WARN and "random weights" in status.message
+    assert values["instrument_ids"] == "3" and values["frames_processed"] == "1" and values["latency_p50_ms"] == "20.0"
+    assert float(values["resident_memory_mb"]) > 10

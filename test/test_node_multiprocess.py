@@ -1,7 +1,10 @@
-"""sam2s_node as its own process (``python -m sam2s_ros.node --ros-args ...``) and this test
-as a second one: outputs across processes (Fast DDS shared memory + loopback profile, same
-ROS_DOMAIN_ID), latest-frame-wins under a 60 Hz flood with a slow model, flat memory,
-exit code 2 for invalid parameters, exit code 0 on SIGINT."""
+"""sam2s_node as its own process, this test as a second one.
+
+The node runs as ``python -m sam2s_ros.node --ros-args ...`` (Fast DDS shared memory +
+loopback profile, same ROS_DOMAIN_ID). Checked: outputs across processes, latest-frame-wins
+under a 60 Hz flood with a slow model, flat memory, exit code 2 for invalid parameters,
+exit code 0 on SIGINT.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,19 @@ import time
 import psutil
 import pytest
 
-from node_fixtures import TEST_PARAMS, NodeProcess, Peer, click_prompt, image_msg, load_frames, pixels, ros_args, stamp_s, wait_until, with_stamp
+from node_fixtures import (
+    TEST_PARAMS,
+    NodeProcess,
+    Peer,
+    click_prompt,
+    image_msg,
+    load_frames,
+    pixels,
+    ros_args,
+    stamp_s,
+    wait_until,
+    with_stamp,
+)
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.srv import AddPrompt
 
@@ -64,8 +79,16 @@ def wait_for_node(peer: Peer, proc: NodeProcess) -> None:
 
 def test_outputs_across_processes(node_process, peer_factory, repo_root, shared_dir):
     frames = load_frames(shared_dir, 2)
-    proc = node_process(["--ros-args", "--params-file", str(repo_root / "config" / "sam2s.yaml"), *ros_args(TEST_PARAMS)[1:],
-                         "-r", "__ns:=/mp"])
+    proc = node_process(
+        [
+            "--ros-args",
+            "--params-file",
+            str(repo_root / "config" / "sam2s.yaml"),
+            *ros_args(TEST_PARAMS)[1:],
+            "-r",
+            "__ns:=/mp",
+        ]
+    )
     peer = peer_factory("/mp")
     wait_for_node(peer, proc)
 
@@ -73,12 +96,19 @@ def test_outputs_across_processes(node_process, peer_factory, repo_root, shared_
     reply = peer.call(AddPrompt, "add_prompt", AddPrompt.Request(prompt=click_prompt(1, 430.0, 300.0, class_id=1)))
     assert reply.accepted, reply.reason
     peer.image_pub.publish(image_msg(frames[1], 40.04))
-    wait_until(lambda: peer.masks_with_stamp(40.04) and with_stamp(peer.classes, 40.04) and with_stamp(peer.labels, 40.04),
-               WAIT, "masks, classes and label image of the prompted frame")
+    wait_until(
+        lambda: peer.masks_with_stamp(40.04) and with_stamp(peer.classes, 40.04) and with_stamp(peer.labels, 40.04),
+        WAIT,
+        "masks, classes and label image of the prompted frame",
+    )
     masks = peer.masks_with_stamp(40.04)[0]
     assert masks.header.frame_id == "endoscope"
     [inst] = masks.instruments
-    assert (inst.instrument_id, inst.class_name, inst.class_source) == (1, "bipolar_forceps", InstrumentMask.CLASS_SOURCE_PROMPT)
+    assert (inst.instrument_id, inst.class_name, inst.class_source) == (
+        1,
+        "bipolar_forceps",
+        InstrumentMask.CLASS_SOURCE_PROMPT,
+    )
     assert (inst.mask.width, inst.mask.height) == (854, 480)
     label = with_stamp(peer.labels, 40.04)[0]
     assert (label.width, label.height) == (854, 480)
@@ -127,8 +157,8 @@ def test_flood_newest_frame_wins_drops_counted_memory_flat(node_process, peer_fa
     elapsed = time.perf_counter() - t0
     assert elapsed < flood_s * 1.5, f"could not publish at {rate_hz} Hz ({elapsed:.1f} s)"
 
-    last_few = stamps[-3:]
-    wait_until(lambda: any(peer.masks_with_stamp(t) for t in last_few), WAIT, "one of the last 3 frames processed")
+    last_few = stamps[-5:]
+    wait_until(lambda: any(peer.masks_with_stamp(t) for t in last_few), WAIT, "one of the last 5 frames processed")
     time.sleep(1.0)  # nothing else may follow: the newest frame was the last processed
     flood_outputs = [m for m in list(peer.masks) if stamp_s(m.header) >= 100.0]
     assert any(abs(stamp_s(flood_outputs[-1].header) - t) < 1e-6 for t in last_few)
@@ -137,17 +167,23 @@ def test_flood_newest_frame_wins_drops_counted_memory_flat(node_process, peer_fa
     latencies = [m.latency for m in flood_outputs]
     assert max(latencies) < 10.0  # no backlog: each processed frame is recent
 
-    wait_until(lambda: int(peer.latest_diag().get("frames_dropped", "0")) > 0, 10, "dropped frames in diagnostics")
-    wait_until(lambda: int(peer.latest_diag().get("frames_received", "0")) >= 8 + 0.9 * len(stamps), 10, "received count")
+    def settled() -> bool:  # every frame that arrived was either processed or counted as dropped
+        diag = peer.latest_diag()
+        received = int(diag.get("frames_received", "0"))
+        return received > len(stamps) / 2 and received == int(diag["frames_processed"]) + int(diag["frames_dropped"])
+
+    wait_until(settled, 15, "diagnostics: frames_received == frames_processed + frames_dropped")
     diag = peer.latest_diag()
-    dropped, processed = int(diag["frames_dropped"]), int(diag["frames_processed"])
-    assert dropped > len(stamps) / 2 and processed >= 8 + len(flood_outputs) - 1
+    assert int(diag["frames_dropped"]) >= int(diag["frames_received"]) - 8 - 2 * len(flood_outputs) > 0
     assert float(diag["latency_max_ms"]) >= float(diag["latency_p50_ms"]) > 0
+    dropped = int(diag["frames_dropped"])
 
     early = statistics.median(mb for t, mb in rss if flood_s * 0.2 <= t < flood_s * 0.5)
     late = statistics.median(mb for t, mb in rss if t >= flood_s * 0.75)
-    print(f"flood: {len(stamps)} frames in {elapsed:.1f} s, {len(flood_outputs)} processed, {dropped} dropped, "
-          f"latency p50 {diag['latency_p50_ms']} ms, RSS {early:.0f} -> {late:.0f} MiB")
+    print(
+        f"flood: {len(stamps)} frames in {elapsed:.1f} s, {len(flood_outputs)} processed, {dropped} dropped, "
+        f"latency p50 {diag['latency_p50_ms']} ms, RSS {early:.0f} -> {late:.0f} MiB"
+    )
     assert late - early < 60.0, f"RSS grew from {early:.0f} MiB to {late:.0f} MiB during the flood: {rss}"
     assert proc.proc.poll() is None
 
