@@ -22,6 +22,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
@@ -54,7 +55,7 @@ from sam2s_ros.node_parameters import declare_parameters, read_parameters
 from sam2s_ros.overlay import render_overlay
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
 from sam2s_ros.tracking.tracker import InstrumentTracker
-from sam2s_ros.tracking.types import PromptInput, PromptMode
+from sam2s_ros.tracking.types import FrameResult, PromptInput, PromptMode
 
 NODE_NAME = "sam2s_node"
 EXIT_BAD_CONFIG = 2
@@ -100,7 +101,7 @@ class Sam2sNode(Node):
     def _log_startup(self) -> None:
         info = ", ".join(f"{k}={v}" for k, v in self._info.items())
         self.get_logger().info(f"tracker ready: {info}")
-        if self._cfg.checkpoint is None:
+        if str(self._info.get("weights", "")).startswith("random"):
             self.get_logger().warning("random weights: outputs are meaningless")
 
     def _create_publishers(self) -> None:
@@ -351,7 +352,7 @@ class Sam2sNode(Node):
         latency = self._publish_result(frame, result)
         self._stats.frame_processed(latency, len(prompts) - len(result.rejected_prompts))
 
-    def _publish_result(self, frame: Frame, result) -> float:
+    def _publish_result(self, frame: Frame, result: FrameResult) -> float:
         """Publish every enabled output with the frame's header; returns the latency (s)."""
         s, header = self._settings, frame.header
         masks = masks_msg(result, header, 0.0, s.publish_masks_images)
@@ -405,7 +406,11 @@ class Sam2sNode(Node):
 
 def main(args: Optional[list[str]] = None) -> int:
     """Run the node until SIGINT/SIGTERM; 0 on a clean stop, 2 when it cannot start."""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except _rclpy.RCLError as err:  # malformed --ros-args, unreadable --params-file
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: invalid ROS arguments: {err}")
+        return EXIT_BAD_CONFIG
     node: Optional[Sam2sNode] = None
     try:
         node = Sam2sNode()

@@ -170,9 +170,12 @@ def test_flood_newest_frame_wins_drops_counted_memory_flat(node_process, peer_fa
     def settled() -> bool:  # every frame that arrived was either processed or counted as dropped
         diag = peer.latest_diag()
         received = int(diag.get("frames_received", "0"))
-        return received > len(stamps) / 2 and received == int(diag["frames_processed"]) + int(diag["frames_dropped"])
+        return received > 8 and received == int(diag["frames_processed"]) + int(diag["frames_dropped"])
 
-    wait_until(settled, 15, "diagnostics: frames_received == frames_processed + frames_dropped")
+    try:
+        wait_until(settled, 20, "diagnostics: frames_received == frames_processed + frames_dropped")
+    finally:
+        print("diagnostics after the flood:", {k: v for k, v in peer.latest_diag().items() if k.startswith("frames")})
     diag = peer.latest_diag()
     assert int(diag["frames_dropped"]) >= int(diag["frames_received"]) - 8 - 2 * len(flood_outputs) > 0
     assert float(diag["latency_max_ms"]) >= float(diag["latency_p50_ms"]) > 0
@@ -193,6 +196,7 @@ def test_invalid_parameters_exit_with_code_2_and_a_clear_message(node_process, r
         (ros_args({**TEST_PARAMS, "image_size": 100}), "image_size"),
         (ros_args({**TEST_PARAMS, "backend": "caffe"}), "backend"),
         (ros_args({**TEST_PARAMS, "allow_random_weights": False}), "models/README.md"),
+        (["--ros-args", "--params-file", str(repo_root / "no_such_params.yaml")], "no_such_params.yaml"),
     ]
     procs = [(node_process(args), needle) for args, needle in cases]  # run side by side
     console_script = pathlib.Path(sys.executable).parent / "sam2s_node"
