@@ -382,6 +382,7 @@ class Sam2sNode(Node):
             list(self._instrument_ids),
             f"{self.get_fully_qualified_name()}: tracker",
             self.get_clock().now().to_msg(),
+            len(self._prompts),
             self._worker_error,
         )
         self._pub_diagnostics.publish(msg)

@@ -189,6 +189,7 @@ def diagnostic_array(
     instrument_ids: list[int],
     name: str,
     stamp: Any,
+    prompts_waiting: int = 0,
     worker_error: Optional[str] = None,
 ) -> DiagnosticArray:
     """One DiagnosticStatus named ``name`` with every counter as a KeyValue.
@@ -206,6 +207,7 @@ def diagnostic_array(
         "instruments_tracked": str(len(instrument_ids)),
         "instrument_ids": ",".join(str(i) for i in instrument_ids),
         "prompts_applied": str(snap.prompts_applied),
+        "prompts_waiting": str(prompts_waiting),
         **{
             k: str(tracker_info.get(k, ""))
             for k in ("backend", "model", "image_size", "device", "weights", "semantic_head_trained")

@@ -77,7 +77,7 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     assert reply.accepted and reply.reason == ""
     # class given by name only (not in the vocabulary), through the prompts topic
     peer.prompt_pub.publish(click_prompt(2, 120.5, 80.0, class_name="suction_irrigator"))
-    wait_until(lambda: len(node._prompts) == 2, 10, "both prompts queued")
+    wait_until(lambda: peer.latest_diag().get("prompts_waiting") == "2", 10, "both prompts queued")
     peer.image_pub.publish(image_msg(frames[1], 10.04))
     t = 10.04
     wait_until(
