@@ -225,3 +225,26 @@ def test_instrument_limits_and_unknown_ids(frames):
         tr.remove_instrument(42)
     tr.reset()
     assert tr.instrument_ids == [] and tr.frame_index == 0
+
+
+def test_batching_with_padded_memories_equals_tracking_alone(frames):
+    """Instruments with different memory sizes share one batch (padded, masked keys) and get
+    the same masks as when each is tracked alone."""
+    both, alone_1, alone_2 = small_tracker(), small_tracker(), small_tracker()
+    both.track(frames[0], [click(1, 430, 300)])
+    alone_1.track(frames[0], [click(1, 430, 300)])
+    alone_2.track(frames[0])
+    for t in (1, 2):
+        both.track(frames[t])
+        alone_1.track(frames[t])
+        alone_2.track(frames[t])
+    both.track(frames[3], [box(2, 100, 80, 300, 260)])
+    alone_1.track(frames[3])
+    alone_2.track(frames[3], [box(2, 100, 80, 300, 260)])
+    for t in (4, 5, 6):
+        res = both.track(frames[t])
+        sizes = both.memory_sizes()
+        assert sizes[1]["short_term"] != sizes[2]["short_term"]  # really padded
+        ref = {1: alone_1.track(frames[t]).instruments[0], 2: alone_2.track(frames[t]).instruments[0]}
+        for r in res.instruments:
+            assert np.abs(r.mask_logits - ref[r.instrument_id].mask_logits).max() < 1e-4
