@@ -209,8 +209,9 @@ class OnnxRuntimeBackend(GraphBackend):
         missing = [p.name for p in paths.values() if not p.is_file()]
         if missing:
             flag = " --fp16" if graph_precision == "fp16" else ""
-            raise BackendError(f"onnx_dir {self.onnx_dir} lacks {', '.join(missing)}; "
-                               f"re-export with{flag} --force ({_EXPORT_HINT.format(size=model_size, s=image_size, dir=self.onnx_dir)})")
+            hint = _EXPORT_HINT.format(size=model_size, s=image_size, dir=self.onnx_dir)
+            raise BackendError(f"onnx_dir {self.onnx_dir} lacks {', '.join(missing)}; re-export with{flag} --force "
+                               f"({hint})")
         self._no_mem_embed, self._maskmem_pos = load_constants(self.onnx_dir, self.image_size, self.device)
         self.session_options = self._session_options(ort, num_threads)
         self.sessions = {}

@@ -200,6 +200,6 @@ def model_name(model_size: str) -> str:
     return f"sam2.1_hiera_{model_size}"
 
 
-__all__ = ["CONSTANTS_FILE", "bind_dims", "DYNAMIC_DIMS", "GRAPHS", "GRAPH_FORMAT", "GraphSpec", "IMAGE_ENCODER", "MANIFEST_FILE",
+__all__ = ["CONSTANTS_FILE", "DYNAMIC_DIMS", "GRAPHS", "GRAPH_FORMAT", "GraphSpec", "IMAGE_ENCODER", "MANIFEST_FILE",
            "MASK_DECODER_MULTI", "MASK_DECODER_SINGLE", "MASK_PROMPT", "MEMORY_ATTENTION", "MEMORY_ENCODER",
-           "META_KEYS", "PRECISIONS", "TENSORRT_SUBDIR", "TRT_CACHE_SUBDIR", "TensorSpec", "model_name"]
+           "META_KEYS", "PRECISIONS", "TENSORRT_SUBDIR", "TRT_CACHE_SUBDIR", "TensorSpec", "bind_dims", "model_name"]
