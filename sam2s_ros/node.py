@@ -19,6 +19,7 @@ import traceback
 from typing import Optional, Sequence
 
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
@@ -51,7 +52,7 @@ from sam2s_ros.errors import (
 from sam2s_ros.frame_buffer import Frame, FrameBuffer, PromptQueue
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
 from sam2s_ros.node_diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
-from sam2s_ros.node_parameters import declare_parameters, read_parameters
+from sam2s_ros.node_parameters import declare_parameters, inference_threads, read_parameters
 from sam2s_ros.overlay import render_overlay
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
 from sam2s_ros.tracking.tracker import InstrumentTracker
@@ -74,8 +75,9 @@ class Sam2sNode(Node):
         super().__init__(NODE_NAME, **kwargs)
         declare_parameters(self)
         self._cfg, self._settings = read_parameters(self)
+        torch.set_num_threads(inference_threads(self._settings.num_threads))  # process-wide; onnxruntime follows it
         self._tracker = InstrumentTracker.from_config(self._cfg)
-        self._info = self._tracker.describe()
+        self._info = {**self._tracker.describe(), "cpu_threads": torch.get_num_threads()}
         self._log_startup()
 
         s = self._settings

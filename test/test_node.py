@@ -8,6 +8,7 @@ cannot install).
 from __future__ import annotations
 
 import ast
+import os
 import py_compile
 
 import numpy as np
@@ -34,7 +35,7 @@ from node_fixtures import (
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, read_parameters
+from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
 from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
@@ -222,6 +223,14 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def test_inference_threads_leave_one_core_for_ros_io():
+    assert inference_threads(3, usable_cores=16) == 3  # an explicit value is kept
+    assert inference_threads(0, usable_cores=16) == 15
+    assert inference_threads(0, usable_cores=2) == 1
+    assert inference_threads(0, usable_cores=1) == 1  # never 0
+    assert inference_threads(0) == max(1, len(os.sched_getaffinity(0)) - 1)
 
 
 def test_config_file_lists_every_parameter_with_its_default(repo_root):
