@@ -22,7 +22,7 @@ from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
 from sam2s_ros.errors import ConfigError
-from sam2s_ros.tracking.config import MODEL_SIZES, DiveMemConfig, TrackerConfig
+from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, MODEL_SIZES, DiveMemConfig, TrackerConfig
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
@@ -134,6 +134,13 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "class_smoothing_frames", _T.class_smoothing_frames, "frames averaged for model class scores", (1, 1000, 1)
+    ),
+    ParamSpec(
+        "memory_attention_batching",
+        _T.memory_attention_batching,
+        "instruments in one memory-attention call (batched) or one call each (per_instrument); auto = "
+        "batched on CUDA, per instrument on CPU",
+        choices=MEMORY_ATTENTION_BATCHING,
     ),
     ParamSpec("divemem.num_maskmem", _M.num_maskmem, "memory frames incl. the current one [SAM 2.1: 7]", (2, 7, 1)),
     ParamSpec(

@@ -14,7 +14,7 @@ import torch
 
 from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.base import ImageFeatures, MemoryInputs
-from sam2s_ros.backends.onnxruntime_backend import OnnxRuntimeBackend, _one_unpadded
+from sam2s_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from sam2s_ros.backends.torch_backend import TorchBackend
 from sam2s_ros.errors import BackendError
 from sam2s_ros.export import GRAPHS, MANIFEST_FILE
@@ -107,12 +107,8 @@ def test_mask_prompt_parity(ort_backend, torch_backend, feats, b):
         _close(a, r, f"mask prompt {name} (B={b})")
 
 
-@pytest.mark.parametrize("split", [True, False], ids=["per_instrument", "batched"])
 @pytest.mark.parametrize("dims", DIMS, ids=lambda d: "B{b}_F{f}_Q{q}".format(**d))
-def test_memory_attention_parity(ort_backend, torch_backend, feats, dims, split, monkeypatch):
-    """Both CPU paths: one run per instrument on its unpadded memory (the default) and one padded batch."""
-    assert ort_backend.split_instruments  # the CPU EP default
-    monkeypatch.setattr(ort_backend, "split_instruments", split)
+def test_memory_attention_parity(ort_backend, torch_backend, feats, dims):
     gen = torch.Generator().manual_seed(dims["f"])
     b, f, q, hw = dims["b"], dims["f"], dims["q"], IMAGE_SIZE // 16
     valid = torch.rand(b, f, generator=gen) > 0.3
@@ -268,19 +264,3 @@ def test_every_stage_is_covered():
     covered = {"image_encoder", "mask_decoder_multi", "mask_decoder_single", "mask_prompt", "memory_attention",
                "memory_encoder"}
     assert covered == set(GRAPHS)
-
-
-def test_unpadding_keeps_valid_entries_in_order_and_never_empties_an_axis():
-    valid = torch.tensor([[True, False, True], [False, False, False]])
-    ptr_valid = torch.tensor([[False, True], [True, True]])
-    feats = torch.arange(6.0).reshape(2, 3, 1, 1, 1).expand(2, 3, 64, 2, 2)
-    ptrs = torch.arange(4.0).reshape(2, 2, 1).expand(2, 2, 256)
-    memory = MemoryInputs(feats, torch.tensor([[6, 5, 0], [4, 3, 2]]), valid, ptrs,
-                          torch.tensor([[0.1, 0.2], [0.3, 0.4]]), ptr_valid)
-    first = _one_unpadded(memory, 0)
-    assert first.mem_feats.shape == (1, 2, 64, 2, 2) and first.mem_feats[0, :, 0, 0, 0].tolist() == [0.0, 2.0]
-    assert first.mem_tpos_index.tolist() == [[6, 0]] and bool(first.mem_valid.all())
-    assert first.obj_ptrs.shape == (1, 1, 256) and first.obj_ptr_pos.tolist() == [[pytest.approx(0.2)]]
-    second = _one_unpadded(memory, 1)  # no valid frame: one masked entry stays
-    assert second.mem_feats.shape[1] == 1 and second.mem_valid.tolist() == [[False]]
-    assert second.obj_ptrs.shape[1] == 2 and bool(second.ptr_valid.all())

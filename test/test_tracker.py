@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import psutil
 import pytest
 import torch
 
-from sam2s_ros.errors import FrameError, PromptError, StateFileError, UnknownInstrumentError
+from sam2s_ros.errors import ConfigError, FrameError, PromptError, StateFileError, UnknownInstrumentError
+from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.types import ClassSource, PromptInput, PromptMode
 from tracker_fixtures import box, click, load_frames, small_tracker
 
@@ -227,10 +230,15 @@ def test_instrument_limits_and_unknown_ids(frames):
     assert tr.instrument_ids == [] and tr.frame_index == 0
 
 
-def test_batching_with_padded_memories_equals_tracking_alone(frames):
-    """Instruments with different memory sizes share one batch (padded, masked keys) and get
-    the same masks as when each is tracked alone."""
+@pytest.mark.parametrize("batching", ["batched", "per_instrument"])
+def test_batching_with_padded_memories_equals_tracking_alone(frames, batching):
+    """Instruments with different memory sizes share one batch (padded, masked keys), or go
+    through memory attention one by one, and get the same masks as when each is tracked alone."""
     both, alone_1, alone_2 = small_tracker(), small_tracker(), small_tracker()
+    both.cfg = dataclasses.replace(both.cfg, memory_attention_batching=batching)
+    calls = []
+    attend = both.backend.attend_memory
+    both.backend.attend_memory = lambda feats, memory: calls.append(memory.mem_feats.shape[0]) or attend(feats, memory)
     both.track(frames[0], [click(1, 430, 300)])
     alone_1.track(frames[0], [click(1, 430, 300)])
     alone_2.track(frames[0])
@@ -248,3 +256,10 @@ def test_batching_with_padded_memories_equals_tracking_alone(frames):
         ref = {1: alone_1.track(frames[t]).instruments[0], 2: alone_2.track(frames[t]).instruments[0]}
         for r in res.instruments:
             assert np.abs(r.mask_logits - ref[r.instrument_id].mask_logits).max() < 1e-4
+    assert calls[-1] == (2 if batching == "batched" else 1) and len(calls) == (6 if batching == "batched" else 9)
+
+
+def test_unknown_memory_attention_batching_is_refused():
+    cfg = TrackerConfig(allow_random_weights=True, memory_attention_batching="sometimes")
+    with pytest.raises(ConfigError, match="memory_attention_batching must be one of"):
+        cfg.validate()

@@ -110,11 +110,6 @@ class GraphBackend:
     name = "graphs"
     image_size: int
     device: torch.device
-    #: run memory attention once per instrument on its own (unpadded) memory instead of one
-    #: padded batch; same result. Faster with onnxruntime's CPU EP (2 threads, 3 instruments,
-    #: 7 memories + 16 pointers: 0.47 s vs 0.57 s at 512², 6.1 s vs 7.0 s at 1024²: the CPU is
-    #: compute-bound, so batching saves nothing and the bigger tensors cost cache); GPUs keep the batch.
-    split_instruments = False
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -136,12 +131,6 @@ class GraphBackend:
         return feat_s2.to(self.device) + self._no_mem_embed[None, :, None, None]
 
     def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
-        if self.split_instruments and memory.mem_feats.shape[0] > 1:
-            return torch.cat([self._attend_memory(feats, _one_unpadded(memory, i))
-                              for i in range(memory.mem_feats.shape[0])])
-        return self._attend_memory(feats, memory)
-
-    def _attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
         out = self._call("memory_attention", feat_s2=feats.feat_s2, pos_s2=feats.pos_s2, mem_feats=memory.mem_feats,
                          mem_tpos_index=memory.mem_tpos_index, mem_valid=memory.mem_valid, obj_ptrs=memory.obj_ptrs,
                          obj_ptr_pos=memory.obj_ptr_pos, ptr_valid=memory.ptr_valid)
@@ -173,22 +162,6 @@ class GraphBackend:
     def maskmem_pos(self) -> torch.Tensor:
         """[1, 64, h, w] memory positional encoding (constant for a fixed image size)."""
         return self._maskmem_pos
-
-
-def _one_unpadded(memory: MemoryInputs, i: int) -> MemoryInputs:
-    """Instrument ``i`` of a padded batch as a batch of 1 holding only its valid memories and pointers.
-
-    Memory attention does not depend on the order of the memory entries (each carries its own
-    temporal encoding), so dropping the masked ones gives the padded result. At least one
-    entry is kept (still marked invalid if none is valid) so no axis becomes empty.
-    """
-    def keep(valid: torch.Tensor) -> torch.Tensor:
-        return valid if bool(valid.any()) else torch.arange(valid.shape[0], device=valid.device) == 0
-
-    frames, ptrs = keep(memory.mem_valid[i]), keep(memory.ptr_valid[i])
-    return MemoryInputs(memory.mem_feats[i:i + 1, frames], memory.mem_tpos_index[i:i + 1, frames],
-                        memory.mem_valid[i:i + 1, frames], memory.obj_ptrs[i:i + 1, ptrs],
-                        memory.obj_ptr_pos[i:i + 1, ptrs], memory.ptr_valid[i:i + 1, ptrs])
 
 
 def _cuda_index(device: torch.device) -> int:
@@ -252,7 +225,6 @@ class OnnxRuntimeBackend(GraphBackend):
                 raise BackendError(f"{path} does not fit: {'; '.join(problems)}; re-export with --force")
             self.sessions[stage] = sess
         self.providers = self.sessions["image_encoder"].get_providers()
-        self.split_instruments = self.provider == "cpu"
 
     def _session_options(self, ort, num_threads: Optional[int]):
         options = ort.SessionOptions()

@@ -266,7 +266,10 @@ class InstrumentTracker:
         if not ids:
             return {}
         t0 = time.perf_counter()
-        pix = self.backend.attend_memory(feats, self._memory_inputs(ids))
+        if len(ids) > 1 and self._memory_attention_per_instrument():
+            pix = torch.cat([self.backend.attend_memory(feats, self._memory_inputs([i])) for i in ids])
+        else:
+            pix = self.backend.attend_memory(feats, self._memory_inputs(ids))
         timings["memory_attention"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         b = len(ids)
@@ -305,6 +308,11 @@ class InstrumentTracker:
         if starting:
             timings["mask_decoder"] = timings.get("mask_decoder", 0.0) + time.perf_counter() - t0
         return out
+
+    def _memory_attention_per_instrument(self) -> bool:
+        """One memory-attention call per instrument (see TrackerConfig.memory_attention_batching)."""
+        mode = self.cfg.memory_attention_batching
+        return mode == "per_instrument" or (mode == "auto" and self.device.type == "cpu")
 
     def _memory_inputs(self, ids: list[int]) -> MemoryInputs:
         """Pad the memory banks of ``ids`` to common F frames and P pointers."""
