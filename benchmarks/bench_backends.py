@@ -88,19 +88,21 @@ def make_prompts(gt0, n_instruments: int):
     return [PromptInput(k, PromptMode.NEW, **v) for k, v in official.items()], official
 
 
-def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str = "cpu", fp16: bool = False):
+def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str = "cpu", fp16: bool = False,
+                   batching: str = "batched"):
     from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 
     return TrackerConfig(model_size="tiny", image_size=size, allow_random_weights=True, seed=0, fill_hole_area=0,
                          backend=backend, onnx_dir=onnx_dir, device=device,
-                         autocast_dtype="float16" if fp16 else "none",
+                         autocast_dtype="float16" if fp16 else "none", memory_attention_batching=batching,
                          divemem=DiveMemConfig(long_term_enabled=False))
 
 
 def run_ours(job: dict, frames, prompts) -> list[float]:
     from sam2s_ros.tracking.tracker import InstrumentTracker
 
-    cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"])
+    cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"],
+                         job.get("batching", "batched"))
     tracker = InstrumentTracker.from_config(cfg)
     times = []
     for i, frame in enumerate(frames):
@@ -246,6 +248,8 @@ def parse_args(argv: Optional[list[str]] = None):
     p.add_argument("--timed", type=int, help=f"timed frames (default per size: {DEFAULT_TIMED})")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames after the prompt frame (default 2)")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default 2)")
+    p.add_argument("--batching", default="batched", choices=("batched", "per_instrument", "auto"),
+                   help="memory_attention_batching of our tracker (default batched, the node default)")
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help=f"clip folder (default {DEFAULT_DATA})")
     p.add_argument("--onnx-cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "sam2s_bench_onnx",
                    help="where the exported graphs are kept between runs (default %(default)s)")
@@ -278,7 +282,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 job = dict(impl=impl, size=size, instruments=n, threads=args.threads, warmup=args.warmup,
                            device=args.device, fp16=args.fp16 and impl != "official",
                            timed=args.timed or DEFAULT_TIMED.get(size, 5), data=str(args.data),
-                           onnx_dir=str(onnx_dir) if onnx_dir else None)
+                           onnx_dir=str(onnx_dir) if onnx_dir else None, batching=args.batching)
                 waited = wait_until_quiet(args.quiet_cpu, args.quiet_wait) if args.quiet_wait > 0 else 0.0
                 r = {**run_child(job), "waited_for_quiet_s": round(waited, 1)}
                 print(f"{size}² {n} instrument(s) {impl:12s} median {r['median_s']:.3f} s/frame "

@@ -97,12 +97,16 @@ class TrackerConfig:
         class_vocabulary: class names, id = index + 1.
         class_smoothing_frames: frames averaged for model class scores.
         memory_attention_batching: how instruments with memory go through memory attention:
-            "batched" = one call, memories padded to a common size (keys masked);
-            "per_instrument" = one call per instrument on its own unpadded memory (same
-            result); "auto" = batched on CUDA, per instrument on CPU, where the arithmetic
-            is the bound and a 3x larger batch only costs cache (2 CPU threads, 3
-            instruments, 7 memories: torch 0.81 s vs 0.93 s at 512², onnxruntime 0.47 s
-            vs 0.57 s; docs/backends.md).
+            "batched" (default) = one call with batch = instruments, memories padded to a
+            common size (padded keys masked); "per_instrument" = one call per instrument on
+            its own unpadded memory (same masks to float tolerance); "auto" = batched on
+            CUDA, per instrument on CPU. On CPU the batched call is up to ~10 % slower here
+            (2 threads, 3 instruments, 512²: 0.98-1.03 s vs 0.92-0.95 s per frame), and the
+            cause is glibc malloc, not arithmetic: its larger temporaries are mmap'd and
+            page-faulted on every call (~750k minor faults per batched frame, none per
+            instrument). Starting the process with MALLOC_MMAP_THRESHOLD_=33554432
+            MALLOC_TRIM_THRESHOLD_=17179869184 removes the faults and the gap
+            (docs/backends.md).
         divemem: memory limits, see DiveMemConfig.
     """
 
@@ -120,7 +124,7 @@ class TrackerConfig:
     fill_hole_area: int = 0
     class_vocabulary: tuple[str, ...] = ENDOVIS17_CLASSES
     class_smoothing_frames: int = 10
-    memory_attention_batching: str = "auto"
+    memory_attention_batching: str = "batched"
     divemem: DiveMemConfig = field(default_factory=DiveMemConfig)
 
     def validate(self) -> None:
