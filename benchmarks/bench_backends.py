@@ -88,8 +88,7 @@ def make_prompts(gt0, n_instruments: int):
     return [PromptInput(k, PromptMode.NEW, **v) for k, v in official.items()], official
 
 
-def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str = "cpu", fp16: bool = False,
-                   batching: str = "batched"):
+def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str, fp16: bool, batching: str):
     from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 
     return TrackerConfig(model_size="tiny", image_size=size, allow_random_weights=True, seed=0, fill_hole_area=0,
@@ -102,7 +101,7 @@ def run_ours(job: dict, frames, prompts) -> list[float]:
     from sam2s_ros.tracking.tracker import InstrumentTracker
 
     cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"],
-                         job.get("batching", "batched"))
+                         job["batching"])
     tracker = InstrumentTracker.from_config(cfg)
     times = []
     for i, frame in enumerate(frames):
@@ -248,8 +247,11 @@ def parse_args(argv: Optional[list[str]] = None):
     p.add_argument("--timed", type=int, help=f"timed frames (default per size: {DEFAULT_TIMED})")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames after the prompt frame (default 2)")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default 2)")
-    p.add_argument("--batching", default="batched", choices=("batched", "per_instrument", "auto"),
-                   help="memory_attention_batching of our tracker (default batched, the node default)")
+    sys.path.insert(0, str(REPO_ROOT))
+    from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, TrackerConfig
+
+    p.add_argument("--batching", default=TrackerConfig.memory_attention_batching, choices=MEMORY_ATTENTION_BATCHING,
+                   help="memory_attention_batching of our tracker (default %(default)s, the node default)")
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help=f"clip folder (default {DEFAULT_DATA})")
     p.add_argument("--onnx-cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "sam2s_bench_onnx",
                    help="where the exported graphs are kept between runs (default %(default)s)")
