@@ -102,7 +102,7 @@ _T = TrackerConfig()
 _M = DiveMemConfig()
 
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_size", _T.model_size, "SAM 2.1 Hiera size of the checkpoint", choices=MODEL_SIZES),
+    ParamSpec("model_size", _T.model_size, "model of the checkpoint: SAM 2.1 Hiera size or sam2s_mobile", choices=MODEL_SIZES),
     ParamSpec("checkpoint", "", f"SAM 2.1 / SAM2S checkpoint (.pt/.pth/.safetensors); '' = none (see {MODELS_README})"),
     ParamSpec(
         "allow_random_weights",

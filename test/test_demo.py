@@ -47,6 +47,17 @@ def test_bad_prompt_arguments_are_refused(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("name, size", [("sam2.1_hiera_small.pt", "small"), ("sam2.1_hiera_b+.pt", "base_plus"),
-                                        ("weights.pt", "tiny")])
+                                        ("weights.pt", "tiny"), ("sam2s_mobile.safetensors", "sam2s_mobile")])
 def test_model_size_from_checkpoint_name(tmp_path, name, size):
     assert demo.infer_model_size(tmp_path / name, None) == size
+
+
+def test_embedded_checkpoint_is_used_only_when_models_holds_no_other(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    monkeypatch.setattr(demo, "MODELS_DIR", models)
+    assert demo.find_checkpoint(None) is None
+    (models / demo.EMBEDDED_CHECKPOINT_NAME).write_bytes(b"x")
+    assert demo.find_checkpoint(None) == models / demo.EMBEDDED_CHECKPOINT_NAME
+    (models / "sam2.1_hiera_tiny.pt").write_bytes(b"x")
+    assert demo.find_checkpoint(None) == models / "sam2.1_hiera_tiny.pt"

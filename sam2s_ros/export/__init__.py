@@ -196,8 +196,10 @@ PRECISIONS = ("fp32", "fp16")
 
 
 def model_name(model_size: str) -> str:
-    """Name stored in the graphs' metadata, e.g. ``sam2.1_hiera_tiny``."""
-    return f"sam2.1_hiera_{model_size}"
+    """Name stored in the graphs' metadata, e.g. ``sam2.1_hiera_tiny`` (tracking.config.model_name)."""
+    from sam2s_ros.tracking.config import model_name as _name
+
+    return _name(model_size)
 
 
 __all__ = ["CONSTANTS_FILE", "DYNAMIC_DIMS", "GRAPHS", "GRAPH_FORMAT", "GraphSpec", "IMAGE_ENCODER", "MANIFEST_FILE",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from sam2s_ros.errors import ConfigError
+from sam2s_ros.tracking.config import MOBILE_MODEL, MODEL_SIZES
 
 #: model size -> official SAM 2.1 config name inside the sam2 package
 SAM21_CONFIGS = {
@@ -35,7 +36,8 @@ def build_sam2_base(model_size: str, image_size: int, device: str = "cpu") -> to
     """Instantiate an untrained SAM 2.1 network in eval mode.
 
     Args:
-        model_size: "tiny", "small", "base_plus" or "large".
+        model_size: one of MODEL_SIZES ("tiny", "small", "base_plus", "large" or "sam2s_mobile",
+            see sam2s_ros.model.mobile).
         image_size: square model input side in pixels (multiple of 32).
         device: torch device string.
 
@@ -46,10 +48,14 @@ def build_sam2_base(model_size: str, image_size: int, device: str = "cpu") -> to
         ConfigError: unknown model size or bad image size.
         BackendError: the ``sam2`` package is not installed.
     """
-    if model_size not in SAM21_CONFIGS:
-        raise ConfigError(f"model_size must be one of {sorted(SAM21_CONFIGS)}, got {model_size!r}")
+    if model_size not in MODEL_SIZES:
+        raise ConfigError(f"model_size must be one of {MODEL_SIZES}, got {model_size!r}")
     if image_size % 32 != 0 or image_size < 128:
         raise ConfigError(f"image_size must be a multiple of 32 and >= 128, got {image_size}")
+    if model_size == MOBILE_MODEL:
+        from sam2s_ros.model.mobile import build_mobile_base
+
+        return build_mobile_base(image_size).to(device).eval()
     try:
         import sam2  # noqa: F401  (initialises hydra's config module)
         from hydra import compose

@@ -42,6 +42,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sam2s_ros.tools.replay",
     "sam2s_ros.tools.demo",
     "sam2s_ros.tools.export_cmd",
+    "sam2s_ros.tools.train_cmd",
 )
 
 

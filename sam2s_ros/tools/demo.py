@@ -4,8 +4,9 @@
    with its instrument ground truth; or a frame folder, a video, or a rosbag you name)
    becomes a rosbag2 with ``sensor_msgs/Image`` frames and prompts (``sam2s make-bag``:
    from the ground truth, or from ``--box`` / ``--click``);
-2. a ``sam2s_node`` starts in its own process (the checkpoint from ``--checkpoint`` or
-   the first one in ``models/``; random weights only with ``--random-weights``);
+2. a ``sam2s_node`` starts in its own process (the checkpoint from ``--checkpoint``, else
+   the first one in ``models/``, else the embedded ``models/sam2s_mobile.safetensors``
+   trained here; random weights only with ``--random-weights``);
 3. the bag is replayed into it over DDS; its outputs go to an output bag and an overlay
    video (``sam2s replay``);
 4. with ground truth, J&F is computed (``sam2s eval``) and printed; a JSON is written.
@@ -29,34 +30,62 @@ from typing import Optional
 
 from sam2s_ros import bags
 from sam2s_ros.errors import ConfigError, Sam2sError
+from sam2s_ros.tracking.config import MOBILE_MODEL, MODEL_SIZES, model_name
 from sam2s_ros.tools import eval_cmd, make_bag, replay
 from sam2s_ros.tools.node_process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
 
 COMMAND = "demo"
 DEFAULT_CLIP = PACKAGE_ROOT.parent / "shared" / "data" / "cholecseg8k_clip"
 MODELS_DIR = PACKAGE_ROOT / "models"
+#: file name of the checkpoint shipped in models/ (trained here, see models/sam2s_mobile.md)
+EMBEDDED_CHECKPOINT_NAME = "sam2s_mobile.safetensors"
+#: image size when neither --image-size nor the checkpoint says (CPU-friendly)
+DEFAULT_IMAGE_SIZE = 512
 RANDOM_BANNER = "RANDOM WEIGHTS: masks and scores are meaningless (pipeline demo only)"
 CHECKPOINT_HELP = (
-    "no checkpoint: put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
+    "no checkpoint: the embedded models/sam2s_mobile.safetensors is missing and models/ holds no other; "
+    "put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
     "models/sam2.1_hiera_tiny.pt with --model-size tiny) or pass --checkpoint PATH; "
     "to run the pipeline on random weights anyway, pass --random-weights")
 
 
 def find_checkpoint(explicit: Optional[Path]) -> Optional[Path]:
-    """The checkpoint to use: ``explicit``, else the first *.pt/*.pth/*.safetensors in models/."""
+    """The checkpoint to use: ``explicit``, else the first *.pt/*.pth/*.safetensors in models/
+    other than the embedded one, else the embedded ``models/sam2s_mobile.safetensors``."""
     if explicit is not None:
         if not explicit.is_file():
             raise ConfigError(f"checkpoint {explicit} does not exist")
         return explicit
     found = sorted(p for ext in ("*.pt", "*.pth", "*.safetensors") for p in MODELS_DIR.glob(ext))
-    return found[0] if found else None
+    others = [p for p in found if p.name != EMBEDDED_CHECKPOINT_NAME]
+    if others:
+        return others[0]
+    embedded = MODELS_DIR / EMBEDDED_CHECKPOINT_NAME
+    return embedded if embedded.is_file() else None
+
+
+def checkpoint_image_size(checkpoint: Optional[Path]) -> Optional[int]:
+    """The ``image_size`` a checkpoint was trained at (safetensors metadata of ``sam2s train``), or None."""
+    if checkpoint is None or checkpoint.suffix != ".safetensors":
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(checkpoint), framework="pt") as f:
+            value = (f.metadata() or {}).get("image_size")
+        return int(value) if value else None
+    except (OSError, ValueError, RuntimeError):
+        return None
 
 
 def infer_model_size(checkpoint: Optional[Path], explicit: Optional[str]) -> str:
-    """``explicit``, else the Hiera size named in the checkpoint's file name, else "tiny"."""
+    """``explicit``, else the model named in the checkpoint's file name (sam2s_mobile or a
+    Hiera size), else "tiny"."""
     if explicit:
         return explicit
     name = checkpoint.name.lower() if checkpoint else ""
+    if MOBILE_MODEL in name:
+        return MOBILE_MODEL
     for size, keys in (("base_plus", ("base_plus", "b+")), ("large", ("large", "_l.")), ("small", ("small", "_s.")),
                        ("tiny", ("tiny", "_t."))):
         if any(k in name for k in keys):
@@ -120,11 +149,13 @@ def _input_bag(args, out: Path, prompts: list) -> tuple[Path, Optional[Path]]:
 
 def run_demo(args) -> int:
     """Run the demo (see the module docstring); returns an exit code."""
-    checkpoint = find_checkpoint(args.checkpoint)
+    checkpoint = None if (args.random_weights and args.checkpoint is None) else find_checkpoint(args.checkpoint)
     if checkpoint is None and not args.random_weights:
         raise ConfigError(CHECKPOINT_HELP)
     random_weights = checkpoint is None
     args.model_size = infer_model_size(checkpoint, args.model_size)
+    args.image_size = args.image_size or checkpoint_image_size(checkpoint) or DEFAULT_IMAGE_SIZE
+    model = model_name(args.model_size)
     out = args.out or (PACKAGE_ROOT / "runs" / time.strftime("demo-%Y%m%d-%H%M%S"))
     if out.exists() and any(out.iterdir()) and not args.force:
         raise ConfigError(f"{out} exists; pass --force to replace its contents or choose --out")
@@ -141,9 +172,10 @@ def run_demo(args) -> int:
         params["onnx_dir"] = str(args.onnx_dir)
     env = ros_env(free_domain_id())
     opt = replay.ReplayOptions(bag=bag, out=out / "output_bag", overlay=out / "overlay.mp4", namespace="/sam2s",
-                               caption="random weights" if random_weights else "", force=True,
+                               caption="random weights" if random_weights else f"{model} ({checkpoint.name})",
+                               force=True,
                                frame_timeout=args.frame_timeout, extra_prompts=_user_prompts(args))
-    print(f"starting sam2s_node ({args.model_size}, image_size {args.image_size}, {args.backend}, "
+    print(f"starting sam2s_node ({model}, image_size {args.image_size}, {args.backend}, "
           f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}")
     with NodeProcess(params, log_path=out / "node.log", env=env) as node:
         import os
@@ -159,7 +191,8 @@ def run_demo(args) -> int:
         code = node.stop()
     replay.print_summary(summary, opt)
     print(f"node exited with code {code}")
-    report = {"weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
+    report = {"model": model, "image_size": args.image_size,
+              "weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
               "replay": {"frames_sent": summary.frames_sent, "frames_with_output": summary.frames_with_output,
                          "wall_time_s": round(summary.wall_time_s, 2)}}
     if gt is not None:
@@ -181,14 +214,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                    help=f"frame folder, video or bag (default: {DEFAULT_CLIP})")
     p.add_argument("--gt-dir", type=Path, default=None, help="instrument label images for prompts and J&F")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the first one in models/)")
-    p.add_argument("--random-weights", action="store_true", help="run on random weights when there is no checkpoint")
-    p.add_argument("--model-size", default=None, choices=("tiny", "small", "base_plus", "large"),
-                   help="Hiera size of the checkpoint (default: from its file name, else tiny)")
-    p.add_argument("--image-size", type=int, default=512, help="model input size (default 512 for CPU; 1024 = SAM 2.1)")
+    p.add_argument("--random-weights", action="store_true",
+                   help="pipeline check on random weights (SAM 2.1 tiny), ignoring models/")
+    p.add_argument("--model-size", default=None, choices=MODEL_SIZES,
+                   help="model of the checkpoint (default: from its file name, else tiny)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help=f"model input size (default: the checkpoint's training size, else {DEFAULT_IMAGE_SIZE})")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
-    p.add_argument("--prompt-type", default="clicks", choices=("box", "clicks", "mask"),
-                   help="prompts derived from the ground truth of frame 0 (default: clicks, 3 per instrument)")
+    p.add_argument("--prompt-type", default="box", choices=("box", "clicks", "mask"),
+                   help="prompts derived from the ground truth of frame 0 (default: box, the SAM2S evaluation prompt)")
     p.add_argument("--box", action="append", help="x0,y0,x1,y1: box prompt on the first frame (repeatable)")
     p.add_argument("--click", action="append", help="x,y: click prompt on the first frame (repeatable)")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")

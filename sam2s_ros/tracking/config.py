@@ -14,8 +14,17 @@ from typing import Optional
 
 from sam2s_ros.errors import ConfigError
 
-MODEL_SIZES = ("tiny", "small", "base_plus", "large")
+#: SAM 2.1 Hiera sizes (official checkpoints) and the MobileSAM-based family trained here
+#: (sam2s_ros.model.mobile); the node's ``model_size`` parameter takes any of them.
+SAM21_SIZES = ("tiny", "small", "base_plus", "large")
+MOBILE_MODEL = "sam2s_mobile"
+MODEL_SIZES = (*SAM21_SIZES, MOBILE_MODEL)
 MEMORY_ATTENTION_BATCHING = ("auto", "batched", "per_instrument")
+
+def model_name(model_size: str) -> str:
+    """Human-readable model name: ``sam2.1_hiera_tiny`` ... or ``sam2s_mobile``."""
+    return model_size if model_size == MOBILE_MODEL else f"sam2.1_hiera_{model_size}"
+
 
 # EndoVis 2017 robotic instrument types (Allan et al., arXiv:1902.06426), ids 1..7.
 ENDOVIS17_CLASSES = (
@@ -79,7 +88,8 @@ class TrackerConfig:
     """Everything needed to build an :class:`~sam2s_ros.tracking.tracker.InstrumentTracker`.
 
     Attributes:
-        model_size: one of MODEL_SIZES (SAM 2.1 hiera tiny / small / base+ / large).
+        model_size: one of MODEL_SIZES (SAM 2.1 hiera tiny / small / base+ / large, or
+            sam2s_mobile: MobileSAM's encoder with SAM 2's memory, sam2s_ros.model.mobile).
         image_size: model input side in pixels [1024]; a multiple of 32 (e.g. 512 on CPU).
         checkpoint: path of a SAM 2.1 / SAM2S checkpoint (.pt/.pth torch file holding
             {"model": state_dict}, or .safetensors); None means none.

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from sam2s_ros.backends.base import MemoryInputs
 from sam2s_ros.tracking.config import DiveMemConfig
 
 #: temporal position encodings in SAM 2.1 checkpoints (maskmem_tpos_enc rows, num_maskmem = 7)
@@ -197,3 +198,42 @@ class InstrumentMemory:
         m.candidates = [MemoryEntry.from_state(s, device) for s in d["candidates"]]
         return m
 
+
+
+def build_memory_inputs(memories: list[InstrumentMemory], frame_idx: int, feat_hw: int, max_obj_ptrs: int,
+                        device: torch.device) -> MemoryInputs:
+    """What B instruments attend to on ``frame_idx``, padded to common F frames and P pointers.
+
+    The one place where a memory bank becomes memory-attention input: the tracker and the
+    trainer (``sam2s_ros.training``) both call it, so training sees exactly the DiveMem
+    selection that inference makes. Differentiable: memory features and pointers that carry
+    gradients keep them.
+
+    Args:
+        memories: one InstrumentMemory per batch row.
+        frame_idx: index of the frame being tracked.
+        feat_hw: side of the stride-16 feature grid (image_size / 16).
+        max_obj_ptrs: DiveMemConfig.max_obj_ptrs (pointer distances are divided by it - 1,
+            as SAM 2.1 does).
+
+    Returns:
+        MemoryInputs (shapes in sam2s_ros.backends.base); rows with fewer frames / pointers
+        are padded and marked invalid.
+    """
+    gathered = [m.gather(frame_idx) for m in memories]
+    b, n_f, n_p = len(memories), max(len(g[0]) for g in gathered), max(len(g[1]) for g in gathered)
+    mem_feats = torch.zeros(b, n_f, 64, feat_hw, feat_hw, device=device)
+    tpos = torch.zeros(b, n_f, dtype=torch.int64, device=device)
+    mem_valid = torch.zeros(b, n_f, dtype=torch.bool, device=device)
+    ptrs = torch.zeros(b, max(n_p, 1), 256, device=device)
+    ptr_pos = torch.zeros(b, max(n_p, 1), device=device)
+    ptr_valid = torch.zeros(b, max(n_p, 1), dtype=torch.bool, device=device)
+    t_diff_max = max(max_obj_ptrs - 1, 1)
+    for row, (frames, pointers) in enumerate(gathered):
+        for j, (entry, t_pos) in enumerate(frames):
+            mem_feats[row, j] = entry.maskmem.float()
+            tpos[row, j] = MODEL_NUM_MASKMEM - t_pos - 1
+            mem_valid[row, j] = True
+        for j, (dist, ptr) in enumerate(pointers):
+            ptrs[row, j], ptr_pos[row, j], ptr_valid[row, j] = ptr, dist / t_diff_max, True
+    return MemoryInputs(mem_feats, tpos, mem_valid, ptrs, ptr_pos, ptr_valid)

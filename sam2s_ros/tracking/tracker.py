@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
 from sam2s_ros.errors import PromptError, Sam2sError, StateFileError, UnknownInstrumentError
 from sam2s_ros.tracking import prompts as prompt_ops
-from sam2s_ros.tracking.config import TrackerConfig
-from sam2s_ros.tracking.memory_bank import MODEL_NUM_MASKMEM, InstrumentMemory
+from sam2s_ros.tracking.config import TrackerConfig, model_name
+from sam2s_ros.tracking.memory_bank import InstrumentMemory, build_memory_inputs
 from sam2s_ros.tracking.preprocess import check_frame, to_model_input
 from sam2s_ros.tracking.types import (ClassSource, FrameResult, InstrumentResult, PromptInput, PromptMode,
                                       RejectedPrompt)
@@ -148,7 +148,7 @@ class InstrumentTracker:
 
     def describe(self) -> dict:
         """Backend, model, image size, device, weights and semantic-head status."""
-        return {"backend": self.backend.name, "model": f"sam2.1_hiera_{self.cfg.model_size}",
+        return {"backend": self.backend.name, "model": model_name(self.cfg.model_size),
                 "image_size": self.image_size, "device": str(self.device),
                 "semantic_head_trained": self.semantic_head is not None, "weights": self.weights}
 
@@ -316,25 +316,8 @@ class InstrumentTracker:
 
     def _memory_inputs(self, ids: list[int]) -> MemoryInputs:
         """Pad the memory banks of ``ids`` to common F frames and P pointers."""
-        t = self._frame_index
-        gathered = [self._instruments[i].memory.gather(t) for i in ids]
-        b, n_f, n_p = len(ids), max(len(g[0]) for g in gathered), max(len(g[1]) for g in gathered)
-        hw = self.image_size // 16
-        mem_feats = torch.zeros(b, n_f, 64, hw, hw, device=self.device)
-        tpos = torch.zeros(b, n_f, dtype=torch.int64, device=self.device)
-        mem_valid = torch.zeros(b, n_f, dtype=torch.bool, device=self.device)
-        ptrs = torch.zeros(b, max(n_p, 1), 256, device=self.device)
-        ptr_pos = torch.zeros(b, max(n_p, 1), device=self.device)
-        ptr_valid = torch.zeros(b, max(n_p, 1), dtype=torch.bool, device=self.device)
-        t_diff_max = max(self.cfg.divemem.max_obj_ptrs - 1, 1)
-        for row, (frames, pointers) in enumerate(gathered):
-            for j, (entry, t_pos) in enumerate(frames):
-                mem_feats[row, j] = entry.maskmem.float()
-                tpos[row, j] = MODEL_NUM_MASKMEM - t_pos - 1
-                mem_valid[row, j] = True
-            for j, (dist, ptr) in enumerate(pointers):
-                ptrs[row, j], ptr_pos[row, j], ptr_valid[row, j] = ptr, dist / t_diff_max, True
-        return MemoryInputs(mem_feats, tpos, mem_valid, ptrs, ptr_pos, ptr_valid)
+        return build_memory_inputs([self._instruments[i].memory for i in ids], self._frame_index,
+                                   self.image_size // 16, self.cfg.divemem.max_obj_ptrs, self.device)
 
     # ---- memory + results ------------------------------------------------------------
     def _finish_frame(self, feats, outputs: dict[int, _FrameOutput], hw, timings) -> list[InstrumentResult]:
