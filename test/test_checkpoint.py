@@ -14,6 +14,7 @@ from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES, TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import ClassSource
+
 from tracker_fixtures import click, load_frames
 
 SIZE = 128
@@ -108,8 +109,9 @@ def test_semantic_head_gives_model_classes(tiny_state, tmp_path, shared_dir):
     bias[0] = 1e4
     emb[3, 0] = 1.0
     state = dict(tiny_state)
-    state.update({"semantic_head.proj.weight": proj, "semantic_head.proj.bias": bias,
-                  "semantic_head.class_embeddings": emb})
+    state.update(
+        {"semantic_head.proj.weight": proj, "semantic_head.proj.bias": bias, "semantic_head.class_embeddings": emb}
+    )
     path = tmp_path / "sam2s.pt"
     torch.save({"model": state}, path)
     tr = _tracker(path)

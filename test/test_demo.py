@@ -46,7 +46,8 @@ def test_bad_prompt_arguments_are_refused(tmp_path, monkeypatch, capsys):
     assert code == 2 and "--box must be 4" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, size", [("sam2.1_hiera_small.pt", "small"), ("sam2.1_hiera_b+.pt", "base_plus"),
-                                        ("weights.pt", "tiny")])
+@pytest.mark.parametrize(
+    "name, size", [("sam2.1_hiera_small.pt", "small"), ("sam2.1_hiera_b+.pt", "base_plus"), ("weights.pt", "tiny")]
+)
 def test_model_size_from_checkpoint_name(tmp_path, name, size):
     assert demo.infer_model_size(tmp_path / name, None) == size

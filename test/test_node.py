@@ -19,6 +19,13 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from sam2s_ros.errors import ConfigError
+from sam2s_ros.msg import InstrumentMask
+from sam2s_ros.node import Sam2sNode
+from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
+from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
+
 from node_fixtures import (
     TEST_PARAMS,
     Peer,
@@ -32,12 +39,6 @@ from node_fixtures import (
     wait_until,
     with_stamp,
 )
-from sam2s_ros.errors import ConfigError
-from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
-from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
-from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
 WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
 

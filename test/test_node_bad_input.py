@@ -17,11 +17,12 @@ from geometry_msgs.msg import Point
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_fixtures import TEST_PARAMS, Peer, header, image_msg, synthetic_frame, wait_until
 from sam2s_ros.msg import Prompt
 from sam2s_ros.node import Sam2sNode
 from sam2s_ros.node_diagnostics import BAD_INPUT_KINDS
 from sam2s_ros.srv import AddPrompt, RemoveInstrument
+
+from node_fixtures import TEST_PARAMS, Peer, header, image_msg, synthetic_frame, wait_until
 
 WAIT = 60.0
 LIMITS = {"max_image_width": 320, "max_image_height": 240, "max_instruments": 2}

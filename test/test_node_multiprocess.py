@@ -16,6 +16,10 @@ import time
 import psutil
 import pytest
 
+from sam2s_ros.msg import InstrumentMask
+from sam2s_ros.node_parameters import inference_threads
+from sam2s_ros.srv import AddPrompt
+
 from node_fixtures import (
     TEST_PARAMS,
     NodeProcess,
@@ -29,9 +33,6 @@ from node_fixtures import (
     wait_until,
     with_stamp,
 )
-from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node_parameters import inference_threads
-from sam2s_ros.srv import AddPrompt
 
 START_WAIT = 90.0  # s: imports + model build on 2 busy cores
 WAIT = 60.0

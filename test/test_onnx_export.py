@@ -18,8 +18,15 @@ import torch.nn.functional as F
 from sam2s_ros import __version__
 from sam2s_ros.errors import ExportError
 from sam2s_ros.export import CONSTANTS_FILE, DYNAMIC_DIMS, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, META_KEYS, bind_dims
-from sam2s_ros.export.onnx_export import (ExportOptions, MaskDecoderGraph, antialias_matrix, example_inputs,
-                                          export_model, read_metadata, validate_options)
+from sam2s_ros.export.onnx_export import (
+    ExportOptions,
+    MaskDecoderGraph,
+    antialias_matrix,
+    example_inputs,
+    export_model,
+    read_metadata,
+    validate_options,
+)
 from sam2s_ros.model import stages
 from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tools import cli
@@ -109,8 +116,13 @@ def test_mask_switch_equals_the_stage_row_by_row():
     assert has_mask.tolist() == [False, True]
     with torch.inference_mode():
         ours = graph(*inp.values())
-        args = [inp["pix_feat"], inp["feat_s0"].expand(2, -1, -1, -1), inp["feat_s1"].expand(2, -1, -1, -1),
-                inp["point_coords"], inp["point_labels"]]
+        args = [
+            inp["pix_feat"],
+            inp["feat_s0"].expand(2, -1, -1, -1),
+            inp["feat_s1"].expand(2, -1, -1, -1),
+            inp["point_coords"],
+            inp["point_labels"],
+        ]
         without = stage(*args, None)
         with_mask = stage(*args, inp["mask_input"])
     for o, a, b in zip(ours, without, with_mask):
@@ -128,15 +140,18 @@ def test_bind_dims_checks_shapes():
         bind_dims(spec, {**shapes, "mem_valid": (2, 3)}, IMAGE_SIZE)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"image_size": 500}, "multiple of 32"),
-    ({"image_size": 96}, "multiple of 32 and >= 128"),
-    ({"random_weights": False}, "no checkpoint given"),
-    ({"checkpoint": "/no/such/ckpt.pt", "random_weights": False}, "does not exist"),
-    ({"checkpoint": "/no/such/ckpt.pt"}, "not both"),
-    ({"opset": 16}, "opset must be 17..20"),
-    ({"model_size": "huge"}, "model size must be one of"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"image_size": 500}, "multiple of 32"),
+        ({"image_size": 96}, "multiple of 32 and >= 128"),
+        ({"random_weights": False}, "no checkpoint given"),
+        ({"checkpoint": "/no/such/ckpt.pt", "random_weights": False}, "does not exist"),
+        ({"checkpoint": "/no/such/ckpt.pt"}, "not both"),
+        ({"opset": 16}, "opset must be 17..20"),
+        ({"model_size": "huge"}, "model size must be one of"),
+    ],
+)
 def test_bad_options_are_refused(tmp_path, overrides, message):
     opts = ExportOptions(out_dir=tmp_path / "out", image_size=256, random_weights=True)
     for k, v in overrides.items():
@@ -157,12 +172,15 @@ def test_non_empty_output_needs_force(tmp_path):
         validate_options(ExportOptions(out_dir=tmp_path / "file", image_size=256, random_weights=True))
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--image-size", "500", "--random-weights"], "image size must be a multiple of 32"),
-    (["--checkpoint", "/no/such.pt"], "checkpoint /no/such.pt does not exist"),
-    ([], "one of the arguments --checkpoint --random-weights is required"),
-    (["--random-weights", "--checkpoint", "x.pt"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--image-size", "500", "--random-weights"], "image size must be a multiple of 32"),
+        (["--checkpoint", "/no/such.pt"], "checkpoint /no/such.pt does not exist"),
+        ([], "one of the arguments --checkpoint --random-weights is required"),
+        (["--random-weights", "--checkpoint", "x.pt"], "not allowed with argument"),
+    ],
+)
 def test_cli_refuses_bad_arguments_with_exit_2(tmp_path, capsys, argv, message):
     assert cli.main(["export", "--out", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err

@@ -20,27 +20,50 @@ N_FRAMES = 8
 @pytest.fixture(scope="module")
 def node(tmp_path_factory, ros_domain_id):
     log = tmp_path_factory.mktemp("node") / "node.log"
-    params = {"image_topic": make_bag.DEFAULT_IMAGE_TOPIC, "image_size": 128, "allow_random_weights": True,
-              "image_qos": "reliable", "publish_overlay": False}
+    params = {
+        "image_topic": make_bag.DEFAULT_IMAGE_TOPIC,
+        "image_size": 128,
+        "allow_random_weights": True,
+        "image_qos": "reliable",
+        "publish_overlay": False,
+    }
     with NodeProcess(params, log_path=log, env=ros_env(ros_domain_id)) as proc:
         yield proc
         code = proc.stop()
     assert code == 0, proc.log_tail()
 
 
-@pytest.mark.parametrize("clip, gt_name, storage", [
-    ("cholecseg8k_clip", "masks_instruments", "mcap"),
-    ("davis2016_blackswan", "masks", "sqlite3"),
-])
+@pytest.mark.parametrize(
+    "clip, gt_name, storage",
+    [
+        ("cholecseg8k_clip", "masks_instruments", "mcap"),
+        ("davis2016_blackswan", "masks", "sqlite3"),
+    ],
+)
 def test_make_bag_replay_eval_on_real_clips(shared_dir, tmp_path, node, clip, gt_name, storage):
     root = shared_dir / "data" / clip
     in_bag = tmp_path / "in_bag"
-    made = make_bag.make_bag(make_bag.MakeBagOptions(src=root / "frames", out=in_bag, gt_dir=root / gt_name,
-                                                     prompt_type="clicks", max_frames=N_FRAMES, storage=storage))
+    made = make_bag.make_bag(
+        make_bag.MakeBagOptions(
+            src=root / "frames",
+            out=in_bag,
+            gt_dir=root / gt_name,
+            prompt_type="clicks",
+            max_frames=N_FRAMES,
+            storage=storage,
+        )
+    )
     assert made.frames == N_FRAMES and made.prompt_ids
-    opt = replay.ReplayOptions(bag=in_bag, out=tmp_path / "out_bag", overlay=tmp_path / "overlay.mp4",
-                               storage=storage, frame_timeout=60, node_timeout=120, progress=False,
-                               node_check=node.check_alive)
+    opt = replay.ReplayOptions(
+        bag=in_bag,
+        out=tmp_path / "out_bag",
+        overlay=tmp_path / "overlay.mp4",
+        storage=storage,
+        frame_timeout=60,
+        node_timeout=120,
+        progress=False,
+        node_check=node.check_alive,
+    )
     summary = replay.replay_bag(opt)
     assert summary.frames_sent == N_FRAMES and summary.frames_with_output == N_FRAMES, node.log_tail()
 

@@ -13,6 +13,7 @@ import types
 import numpy as np
 import pytest
 import torch
+from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.tensorrt_backend import TensorRTBackend
@@ -20,12 +21,12 @@ from sam2s_ros.errors import BackendError, ExportError
 from sam2s_ros.export import GRAPHS
 from sam2s_ros.export.tensorrt_build import BuildOptions, build_engines, tensorrt_available
 from sam2s_ros.tools import cli
-from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 MODEL = types.SimpleNamespace(checkpoint_sha256="", weights=WEIGHTS)
 HAS_TRT = tensorrt_available()
-needs_no_trt = pytest.mark.skipif(HAS_TRT and torch.cuda.is_available(),
-                                  reason="TensorRT and CUDA are installed: the gpu tests cover this machine")
+needs_no_trt = pytest.mark.skipif(
+    HAS_TRT and torch.cuda.is_available(), reason="TensorRT and CUDA are installed: the gpu tests cover this machine"
+)
 
 
 def _identity(**kw):
@@ -53,8 +54,9 @@ def test_backend_refuses_cpu(tmp_path):
 def test_create_backend_tensorrt_raises_the_clear_error(tmp_path):
     from sam2s_ros.tracking.config import TrackerConfig
 
-    cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, backend="tensorrt", device="cuda",
-                        onnx_dir=str(tmp_path))
+    cfg = TrackerConfig(
+        model_size="tiny", image_size=IMAGE_SIZE, backend="tensorrt", device="cuda", onnx_dir=str(tmp_path)
+    )
     with pytest.raises(BackendError, match="backend 'tensorrt' needs"):
         create_backend(cfg, MODEL)
 
@@ -112,9 +114,14 @@ def test_native_tensorrt_matches_torch_on_cuda(engines_dir, b):
         ours = trt_backend.decode_masks(pix, feats, coords.cuda(), labels.cuda(), None, multimask)
         theirs = ref.decode_masks(pix, feats, coords.cuda(), labels.cuda(), None, multimask)
         assert (ours.low_res_masks - theirs.low_res_masks).abs().max() < 1e-2
-    memory = MemoryInputs(torch.randn(b, 7, 64, hw, hw).cuda(), torch.randint(0, 7, (b, 7)).cuda(),
-                          torch.ones(b, 7, dtype=torch.bool).cuda(), torch.randn(b, 16, 256).cuda(),
-                          torch.rand(b, 16).cuda(), torch.ones(b, 16, dtype=torch.bool).cuda())
+    memory = MemoryInputs(
+        torch.randn(b, 7, 64, hw, hw).cuda(),
+        torch.randint(0, 7, (b, 7)).cuda(),
+        torch.ones(b, 7, dtype=torch.bool).cuda(),
+        torch.randn(b, 16, 256).cuda(),
+        torch.rand(b, 16).cuda(),
+        torch.ones(b, 16, dtype=torch.bool).cuda(),
+    )
     assert (trt_backend.attend_memory(feats, memory) - ref.attend_memory(feats, memory)).abs().max() < 1e-2
     assert isinstance(feats, ImageFeatures)
 
@@ -145,10 +152,18 @@ def test_tracker_runs_on_gpu_backends(engines_dir, shared_dir, backend_name):
     from sam2s_ros.tracking.config import TrackerConfig
     from sam2s_ros.tracking.tracker import InstrumentTracker
     from sam2s_ros.tracking.types import PromptInput, PromptMode
+
     from sam2_reference import read_rgb
 
-    cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, allow_random_weights=True, seed=0,
-                        backend=backend_name, device="cuda", onnx_dir=str(engines_dir))
+    cfg = TrackerConfig(
+        model_size="tiny",
+        image_size=IMAGE_SIZE,
+        allow_random_weights=True,
+        seed=0,
+        backend=backend_name,
+        device="cuda",
+        onnx_dir=str(engines_dir),
+    )
     if backend_name == "tensorrt":
         cfg.autocast_dtype = "none"  # the engines of engines_dir are fp32
     tracker = InstrumentTracker.from_config(cfg)

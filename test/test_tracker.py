@@ -12,6 +12,7 @@ import torch
 from sam2s_ros.errors import ConfigError, FrameError, PromptError, StateFileError, UnknownInstrumentError
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.types import ClassSource, PromptInput, PromptMode
+
 from tracker_fixtures import box, click, load_frames, small_tracker
 
 

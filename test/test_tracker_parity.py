@@ -16,6 +16,7 @@ import torch
 
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
+
 from sam2_reference import official_init_state, official_predictor, official_track, read_rgb, sam21_config
 
 N_FRAMES = 16
@@ -33,8 +34,10 @@ def _prompts(gt0: np.ndarray):
     ys, xs = np.nonzero(gt0 == 1)  # the grasper
     click = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
     box = np.array([120.0, 60.0, 420.0, 300.0], np.float32)  # a tissue region
-    ours = [PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
-            PromptInput(2, PromptMode.NEW, box=box)]
+    ours = [
+        PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
+        PromptInput(2, PromptMode.NEW, box=box),
+    ]
     official = {1: dict(points=click, labels=np.array([1], np.int32)), 2: dict(box=box)}
     return ours, official
 

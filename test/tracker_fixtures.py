@@ -9,13 +9,15 @@ import numpy as np
 from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
+
 from sam2_reference import read_rgb
 
 
 def small_tracker(image_size: int = 128, **divemem) -> InstrumentTracker:
     """Random-weight hiera-tiny tracker at a small input size (fast on CPU)."""
-    cfg = TrackerConfig(model_size="tiny", image_size=image_size, allow_random_weights=True, seed=0,
-                        divemem=DiveMemConfig(**divemem))
+    cfg = TrackerConfig(
+        model_size="tiny", image_size=image_size, allow_random_weights=True, seed=0, divemem=DiveMemConfig(**divemem)
+    )
     return InstrumentTracker.from_config(cfg)
 
 

@@ -44,8 +44,18 @@ DYNAMIC_DIMS: dict[str, tuple[int, int, int]] = {
 }
 
 #: metadata_props keys written into every graph (and manifest.json)
-META_KEYS = ("stage", "model", "model_size", "image_size", "opset", "precision", "checkpoint_sha256",
-             "weights", "sam2s_ros_version", "graph_format")
+META_KEYS = (
+    "stage",
+    "model",
+    "model_size",
+    "image_size",
+    "opset",
+    "precision",
+    "checkpoint_sha256",
+    "weights",
+    "sam2s_ros_version",
+    "graph_format",
+)
 
 CONSTANTS_FILE = "constants.npz"
 MANIFEST_FILE = "manifest.json"
@@ -109,8 +119,9 @@ class GraphSpec:
         """torch.onnx.export ``dynamic_axes`` for every tensor with a dynamic axis."""
         return {t.name: t.dynamic_axes() for t in (*self.inputs, *self.outputs) if t.dynamic_axes()}
 
-    def profile_shapes(self, image_size: int, dims: Optional[Mapping[str, tuple[int, int, int]]] = None
-                       ) -> dict[str, tuple[tuple[int, ...], ...]]:
+    def profile_shapes(
+        self, image_size: int, dims: Optional[Mapping[str, tuple[int, int, int]]] = None
+    ) -> dict[str, tuple[tuple[int, ...], ...]]:
         """Per dynamic input: (min, opt, max) shapes (TensorRT optimization profile).
 
         Args:
@@ -148,8 +159,9 @@ def bind_dims(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], image_size
                 if dims.setdefault(d, n) != n:
                     raise ValueError(f"{spec.stage}: axis {d!r} is {dims[d]} in one input and {n} in {t.name}")
             elif _resolve_dim(d, image_size, {}) != n:
-                raise ValueError(f"{spec.stage}: input {t.name} must have shape {t.shape} with S = {image_size}, "
-                                 f"got {shape}")
+                raise ValueError(
+                    f"{spec.stage}: input {t.name} must have shape {t.shape} with S = {image_size}, got {shape}"
+                )
     return dims
 
 
@@ -165,11 +177,21 @@ _FEAT_S0 = _t("feat_s0", 1, 32, "S/4", "S/4")
 _FEAT_S1 = _t("feat_s1", 1, 64, "S/8", "S/8")
 _FEAT_S2 = _t("feat_s2", 1, 256, "S/16", "S/16")
 _POS_S2 = _t("pos_s2", 1, 256, "S/16", "S/16")
-_DECODER_OUT = (_t("low_res_masks", _B, 1, "S/4", "S/4"), _t("ious", _B), _t("obj_ptrs", _B, 256),
-                _t("object_score_logits", _B))
-_DECODER_IN = (_t("pix_feat", _B, 256, "S/16", "S/16"), _FEAT_S0, _FEAT_S1, _t("point_coords", _B, _P, 2),
-               _t("point_labels", _B, _P, dtype="int32"), _t("mask_input", _B, 1, "S/4", "S/4"),
-               _t("has_mask", _B, dtype="bool"))
+_DECODER_OUT = (
+    _t("low_res_masks", _B, 1, "S/4", "S/4"),
+    _t("ious", _B),
+    _t("obj_ptrs", _B, 256),
+    _t("object_score_logits", _B),
+)
+_DECODER_IN = (
+    _t("pix_feat", _B, 256, "S/16", "S/16"),
+    _FEAT_S0,
+    _FEAT_S1,
+    _t("point_coords", _B, _P, 2),
+    _t("point_labels", _B, _P, dtype="int32"),
+    _t("mask_input", _B, 1, "S/4", "S/4"),
+    _t("has_mask", _B, dtype="bool"),
+)
 
 IMAGE_ENCODER = GraphSpec("image_encoder", (_t("image", 1, 3, "S", "S"),), (_FEAT_S0, _FEAT_S1, _FEAT_S2, _POS_S2))
 MASK_DECODER_MULTI = GraphSpec("mask_decoder_multi", _DECODER_IN, _DECODER_OUT)
@@ -179,18 +201,29 @@ MASK_DECODER_SINGLE = GraphSpec("mask_decoder_single", _DECODER_IN, _DECODER_OUT
 MASK_PROMPT = GraphSpec("mask_prompt", (_FEAT_S2, _t("mask", _B, 1, "S", "S")), _DECODER_OUT)
 MEMORY_ATTENTION = GraphSpec(
     "memory_attention",
-    (_FEAT_S2, _POS_S2, _t("mem_feats", _B, _F, 64, "S/16", "S/16"), _t("mem_tpos_index", _B, _F, dtype="int64"),
-     _t("mem_valid", _B, _F, dtype="bool"), _t("obj_ptrs", _B, _Q, 256), _t("obj_ptr_pos", _B, _Q),
-     _t("ptr_valid", _B, _Q, dtype="bool")),
-    (_t("pix_feat_with_mem", _B, 256, "S/16", "S/16"),))
+    (
+        _FEAT_S2,
+        _POS_S2,
+        _t("mem_feats", _B, _F, 64, "S/16", "S/16"),
+        _t("mem_tpos_index", _B, _F, dtype="int64"),
+        _t("mem_valid", _B, _F, dtype="bool"),
+        _t("obj_ptrs", _B, _Q, 256),
+        _t("obj_ptr_pos", _B, _Q),
+        _t("ptr_valid", _B, _Q, dtype="bool"),
+    ),
+    (_t("pix_feat_with_mem", _B, 256, "S/16", "S/16"),),
+)
 MEMORY_ENCODER = GraphSpec(
     "memory_encoder",
     (_FEAT_S2, _t("mask_for_mem", _B, 1, "S", "S"), _t("object_score_logits", _B)),
-    (_t("maskmem_features", _B, 64, "S/16", "S/16"),))
+    (_t("maskmem_features", _B, 64, "S/16", "S/16"),),
+)
 
 #: every exported graph, by stage name
-GRAPHS: dict[str, GraphSpec] = {g.stage: g for g in (IMAGE_ENCODER, MASK_DECODER_MULTI, MASK_DECODER_SINGLE,
-                                                     MASK_PROMPT, MEMORY_ATTENTION, MEMORY_ENCODER)}
+GRAPHS: dict[str, GraphSpec] = {
+    g.stage: g
+    for g in (IMAGE_ENCODER, MASK_DECODER_MULTI, MASK_DECODER_SINGLE, MASK_PROMPT, MEMORY_ATTENTION, MEMORY_ENCODER)
+}
 
 PRECISIONS = ("fp32", "fp16")
 
@@ -200,6 +233,24 @@ def model_name(model_size: str) -> str:
     return f"sam2.1_hiera_{model_size}"
 
 
-__all__ = ["CONSTANTS_FILE", "DYNAMIC_DIMS", "GRAPHS", "GRAPH_FORMAT", "GraphSpec", "IMAGE_ENCODER", "MANIFEST_FILE",
-           "MASK_DECODER_MULTI", "MASK_DECODER_SINGLE", "MASK_PROMPT", "MEMORY_ATTENTION", "MEMORY_ENCODER",
-           "META_KEYS", "PRECISIONS", "TENSORRT_SUBDIR", "TRT_CACHE_SUBDIR", "TensorSpec", "bind_dims", "model_name"]
+__all__ = [
+    "CONSTANTS_FILE",
+    "DYNAMIC_DIMS",
+    "GRAPHS",
+    "GRAPH_FORMAT",
+    "GraphSpec",
+    "IMAGE_ENCODER",
+    "MANIFEST_FILE",
+    "MASK_DECODER_MULTI",
+    "MASK_DECODER_SINGLE",
+    "MASK_PROMPT",
+    "MEMORY_ATTENTION",
+    "MEMORY_ENCODER",
+    "META_KEYS",
+    "PRECISIONS",
+    "TENSORRT_SUBDIR",
+    "TRT_CACHE_SUBDIR",
+    "TensorSpec",
+    "bind_dims",
+    "model_name",
+]

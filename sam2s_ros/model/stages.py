@@ -161,8 +161,9 @@ class MemoryAttentionStage(nn.Module):
         pe = pos.unsqueeze(-1) / dim_t
         return torch.cat([pe.sin(), pe.cos()], dim=-1)
 
-    def forward(self, feat_s2, pos_s2, mem_feats, maskmem_pos, mem_tpos_index, mem_valid,
-                obj_ptrs, obj_ptr_pos, ptr_valid):
+    def forward(
+        self, feat_s2, pos_s2, mem_feats, maskmem_pos, mem_tpos_index, mem_valid, obj_ptrs, obj_ptr_pos, ptr_valid
+    ):
         b, n_frames = mem_feats.shape[0], mem_feats.shape[1]
         c, hw = self.hidden_dim, feat_s2.shape[-2] * feat_s2.shape[-1]
         h, w = feat_s2.shape[-2], feat_s2.shape[-1]

@@ -39,7 +39,8 @@ RANDOM_BANNER = "RANDOM WEIGHTS: masks and scores are meaningless (pipeline demo
 CHECKPOINT_HELP = (
     "no checkpoint: put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
     "models/sam2.1_hiera_tiny.pt with --model-size tiny) or pass --checkpoint PATH; "
-    "to run the pipeline on random weights anyway, pass --random-weights")
+    "to run the pipeline on random weights anyway, pass --random-weights"
+)
 
 
 def find_checkpoint(explicit: Optional[Path]) -> Optional[Path]:
@@ -57,8 +58,12 @@ def infer_model_size(checkpoint: Optional[Path], explicit: Optional[str]) -> str
     if explicit:
         return explicit
     name = checkpoint.name.lower() if checkpoint else ""
-    for size, keys in (("base_plus", ("base_plus", "b+")), ("large", ("large", "_l.")), ("small", ("small", "_s.")),
-                       ("tiny", ("tiny", "_t."))):
+    for size, keys in (
+        ("base_plus", ("base_plus", "b+")),
+        ("large", ("large", "_l.")),
+        ("small", ("small", "_s.")),
+        ("tiny", ("tiny", "_t.")),
+    ):
         if any(k in name for k in keys):
             return size
     return "tiny"
@@ -107,12 +112,17 @@ def _input_bag(args, out: Path, prompts: list) -> tuple[Path, Optional[Path]]:
         return source, source
     bag = out / "input_bag"
     prompt_type = "none" if prompts or gt_dir is None else args.prompt_type
-    result = make_bag.make_bag(make_bag.MakeBagOptions(
-        src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True))
+    result = make_bag.make_bag(
+        make_bag.MakeBagOptions(
+            src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True
+        )
+    )
     for w in result.warnings:
         print(f"sam2s demo: {w}")
-    print(f"input bag: {bag} ({result.frames} frames {result.image_hw[1]}x{result.image_hw[0]}, "
-          f"prompts for instruments {result.prompt_ids or [p.instrument_id for p in prompts]})")
+    print(
+        f"input bag: {bag} ({result.frames} frames {result.image_hw[1]}x{result.image_hw[0]}, "
+        f"prompts for instruments {result.prompt_ids or [p.instrument_id for p in prompts]})"
+    )
     if not result.prompt_ids and not prompts:
         raise ConfigError("nothing to track: the source has no ground truth; give --box x0,y0,x1,y1 or --click x,y")
     return bag, (bag if gt_dir is not None else None)
@@ -134,22 +144,42 @@ def run_demo(args) -> int:
     bag, gt = _input_bag(args, out, _user_prompts(args))
     if gt is not None and make_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
         gt = None  # a user's bag without ground truth: no J&F
-    params = {"image_topic": make_bag.DEFAULT_IMAGE_TOPIC, "image_size": args.image_size, "backend": args.backend,
-              "model_size": args.model_size, "image_qos": "reliable", "allow_random_weights": random_weights,
-              "checkpoint": str(checkpoint) if checkpoint else ""}
+    params = {
+        "image_topic": make_bag.DEFAULT_IMAGE_TOPIC,
+        "image_size": args.image_size,
+        "backend": args.backend,
+        "model_size": args.model_size,
+        "image_qos": "reliable",
+        "allow_random_weights": random_weights,
+        "checkpoint": str(checkpoint) if checkpoint else "",
+    }
     if args.onnx_dir:
         params["onnx_dir"] = str(args.onnx_dir)
     env = ros_env(free_domain_id())
-    opt = replay.ReplayOptions(bag=bag, out=out / "output_bag", overlay=out / "overlay.mp4", namespace="/sam2s",
-                               caption="random weights" if random_weights else "", force=True,
-                               frame_timeout=args.frame_timeout, extra_prompts=_user_prompts(args))
-    print(f"starting sam2s_node ({args.model_size}, image_size {args.image_size}, {args.backend}, "
-          f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}")
+    opt = replay.ReplayOptions(
+        bag=bag,
+        out=out / "output_bag",
+        overlay=out / "overlay.mp4",
+        namespace="/sam2s",
+        caption="random weights" if random_weights else "",
+        force=True,
+        frame_timeout=args.frame_timeout,
+        extra_prompts=_user_prompts(args),
+    )
+    print(
+        f"starting sam2s_node ({args.model_size}, image_size {args.image_size}, {args.backend}, "
+        f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}"
+    )
     with NodeProcess(params, log_path=out / "node.log", env=env) as node:
         import os
 
-        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                "FASTDDS_DEFAULT_PROFILES_FILE") if k in env})
+        os.environ.update(
+            {
+                k: env[k]
+                for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+                if k in env
+            }
+        )
         opt.node_check = node.check_alive
         try:
             summary = replay.replay_bag(opt)
@@ -159,9 +189,14 @@ def run_demo(args) -> int:
         code = node.stop()
     replay.print_summary(summary, opt)
     print(f"node exited with code {code}")
-    report = {"weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
-              "replay": {"frames_sent": summary.frames_sent, "frames_with_output": summary.frames_with_output,
-                         "wall_time_s": round(summary.wall_time_s, 2)}}
+    report = {
+        "weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
+        "replay": {
+            "frames_sent": summary.frames_sent,
+            "frames_with_output": summary.frames_with_output,
+            "wall_time_s": round(summary.wall_time_s, 2),
+        },
+    }
     if gt is not None:
         scores = eval_cmd.evaluate(eval_cmd.EvalOptions(output_bag=opt.out, gt=gt))
         print(eval_cmd.format_report(scores))
@@ -175,20 +210,33 @@ def run_demo(args) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sam2s demo``."""
-    p = subparsers.add_parser(COMMAND, help="run the node on real footage end to end (bag, replay, overlay, J&F)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", type=Path, nargs="?", default=None,
-                   help=f"frame folder, video or bag (default: {DEFAULT_CLIP})")
+    p = subparsers.add_parser(
+        COMMAND,
+        help="run the node on real footage end to end (bag, replay, overlay, J&F)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", type=Path, nargs="?", default=None, help=f"frame folder, video or bag (default: {DEFAULT_CLIP})"
+    )
     p.add_argument("--gt-dir", type=Path, default=None, help="instrument label images for prompts and J&F")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the first one in models/)")
     p.add_argument("--random-weights", action="store_true", help="run on random weights when there is no checkpoint")
-    p.add_argument("--model-size", default=None, choices=("tiny", "small", "base_plus", "large"),
-                   help="Hiera size of the checkpoint (default: from its file name, else tiny)")
+    p.add_argument(
+        "--model-size",
+        default=None,
+        choices=("tiny", "small", "base_plus", "large"),
+        help="Hiera size of the checkpoint (default: from its file name, else tiny)",
+    )
     p.add_argument("--image-size", type=int, default=512, help="model input size (default 512 for CPU; 1024 = SAM 2.1)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
     p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
-    p.add_argument("--prompt-type", default="clicks", choices=("box", "clicks", "mask"),
-                   help="prompts derived from the ground truth of frame 0 (default: clicks, 3 per instrument)")
+    p.add_argument(
+        "--prompt-type",
+        default="clicks",
+        choices=("box", "clicks", "mask"),
+        help="prompts derived from the ground truth of frame 0 (default: clicks, 3 per instrument)",
+    )
     p.add_argument("--box", action="append", help="x0,y0,x1,y1: box prompt on the first frame (repeatable)")
     p.add_argument("--click", action="append", help="x,y: click prompt on the first frame (repeatable)")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections import deque
 from typing import Optional
 
 import numpy as np
@@ -41,9 +41,11 @@ COMMAND = "replay"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 PROMPT_TYPE = "sam2s_ros/msg/Prompt"
 #: node outputs recorded: (topic relative to the node namespace, type)
-RECORDED_OUTPUTS = (("masks", "sam2s_ros/msg/InstrumentMaskArray"),
-                    ("instrument_classes", "sam2s_ros/msg/InstrumentClassArray"),
-                    ("label_image", IMAGE_TYPE))
+RECORDED_OUTPUTS = (
+    ("masks", "sam2s_ros/msg/InstrumentMaskArray"),
+    ("instrument_classes", "sam2s_ros/msg/InstrumentClassArray"),
+    ("label_image", IMAGE_TYPE),
+)
 
 
 @dataclass
@@ -123,7 +125,9 @@ def _check_options(opt: ReplayOptions) -> tuple[str, Optional[str]]:
     topics = bags.bag_topics(opt.bag)
     image_topic = _pick_topic(topics, opt.image_topic, IMAGE_TYPE, opt.gt_topic, "image")
     prompts = [t for t, ty in topics.items() if ty == PROMPT_TYPE]
-    prompt_topic = _pick_topic(topics, opt.prompt_topic, PROMPT_TYPE, "", "prompt") if (opt.prompt_topic or prompts) else None
+    prompt_topic = (
+        _pick_topic(topics, opt.prompt_topic, PROMPT_TYPE, "", "prompt") if (opt.prompt_topic or prompts) else None
+    )
     return image_topic, prompt_topic
 
 
@@ -149,12 +153,26 @@ def _result_from_masks_msg(msg, hw):
     out = []
     for im in msg.instruments:
         if im.mask.width:
-            mask = np.frombuffer(bytes(im.mask.data), np.uint8).reshape(im.mask.height, im.mask.step)[:, :im.mask.width] > 0
+            mask = (
+                np.frombuffer(bytes(im.mask.data), np.uint8).reshape(im.mask.height, im.mask.step)[:, : im.mask.width]
+                > 0
+            )
         else:
             mask = np.zeros(hw, bool)
-        out.append(InstrumentResult(im.instrument_id, mask, None, im.predicted_iou, im.object_score,
-                                    (im.bbox_x0, im.bbox_y0, im.bbox_x1, im.bbox_y1), im.class_id, im.class_name,
-                                    im.class_score, ClassSource(im.class_source)))
+        out.append(
+            InstrumentResult(
+                im.instrument_id,
+                mask,
+                None,
+                im.predicted_iou,
+                im.object_score,
+                (im.bbox_x0, im.bbox_y0, im.bbox_x1, im.bbox_y1),
+                im.class_id,
+                im.class_name,
+                im.class_score,
+                ClassSource(im.class_source),
+            )
+        )
     return FrameResult(int(msg.frame_index), hw, out)
 
 
@@ -212,8 +230,10 @@ def replay_bag(opt: ReplayOptions) -> ReplaySummary:
     t0 = time.monotonic()
     fps = _bag_fps(opt, image_topic)
     overlay = _OverlayWriter(opt.overlay, fps, opt.caption)
-    with bags.BagWriter(opt.out, storage=opt.storage) as out_bag, \
-            RosSession(opt.namespace, image_topic, prompt_topic, RECORDED_OUTPUTS) as ros:
+    with (
+        bags.BagWriter(opt.out, storage=opt.storage) as out_bag,
+        RosSession(opt.namespace, image_topic, prompt_topic, RECORDED_OUTPUTS) as ros,
+    ):
         for rel, msgtype in RECORDED_OUTPUTS:
             out_bag.add_topic(ros.output_topic(rel), msgtype)
         ros.on_output = lambda topic, raw, t_ns: out_bag.write_raw(topic, t_ns, raw)
@@ -309,21 +329,37 @@ def _play_rate(opt, ros, frames, overlay: _OverlayWriter, summary: ReplaySummary
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sam2s replay``."""
-    p = subparsers.add_parser(COMMAND, help="play a bag into a running sam2s_node and record its outputs",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        COMMAND,
+        help="play a bag into a running sam2s_node and record its outputs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("bag", type=Path, help="input bag (from sam2s make-bag or a recording)")
     p.add_argument("--out", type=Path, required=True, help="output bag folder to create")
     p.add_argument("--overlay", type=Path, default=None, help="overlay video to write (.mp4)")
     p.add_argument("--namespace", default="/sam2s", help="namespace of the running node (default: /sam2s)")
-    p.add_argument("--image-topic", default="", help="image topic of the bag (default: the only Image topic "
-                   "other than the ground truth)")
+    p.add_argument(
+        "--image-topic",
+        default="",
+        help="image topic of the bag (default: the only Image topic other than the ground truth)",
+    )
     p.add_argument("--prompt-topic", default="", help="prompt topic of the bag (default: the only Prompt topic)")
-    p.add_argument("--gt-topic", default=make_bag.DEFAULT_GT_TOPIC, help="ground-truth topic, never played "
-                   f"(default: {make_bag.DEFAULT_GT_TOPIC})")
-    p.add_argument("--mode", choices=("lockstep", "rate"), default="lockstep",
-                   help="lockstep: next frame after the node's output (no drops); rate: recorded rate (default: lockstep)")
+    p.add_argument(
+        "--gt-topic",
+        default=make_bag.DEFAULT_GT_TOPIC,
+        help=f"ground-truth topic, never played (default: {make_bag.DEFAULT_GT_TOPIC})",
+    )
+    p.add_argument(
+        "--mode",
+        choices=("lockstep", "rate"),
+        default="lockstep",
+        help="lockstep: next frame after the node's output (no drops); rate: recorded rate (default: lockstep)",
+    )
     p.add_argument("--speed", type=float, default=1.0, help="rate multiplier in rate mode (default: 1.0)")
-    p.add_argument("--frame-timeout", type=float, default=60.0, help="seconds to wait for a frame's output (default: 60)")
+    p.add_argument(
+        "--frame-timeout", type=float, default=60.0, help="seconds to wait for a frame's output (default: 60)"
+    )
     p.add_argument("--node-timeout", type=float, default=120.0, help="seconds to wait for the node (default: 120)")
     p.add_argument("--caption", default="", help="text drawn on every overlay frame")
     p.add_argument("--storage", choices=bags.STORAGES, default=bags.DEFAULT_STORAGE, help="output bag storage")
@@ -334,8 +370,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def print_summary(summary: ReplaySummary, opt: ReplayOptions) -> None:
     """Human-readable summary of a replay."""
-    print(f"replayed {summary.frames_sent} frames in {summary.wall_time_s:.1f} s; "
-          f"{summary.frames_with_output} with output, {len(summary.frames_timed_out)} without")
+    print(
+        f"replayed {summary.frames_sent} frames in {summary.wall_time_s:.1f} s; "
+        f"{summary.frames_with_output} with output, {len(summary.frames_timed_out)} without"
+    )
     print(f"output bag: {opt.out} {summary.recorded}")
     if opt.overlay is not None:
         print(f"overlay video: {opt.overlay}")
@@ -343,12 +381,23 @@ def print_summary(summary: ReplaySummary, opt: ReplayOptions) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``replay`` with parsed arguments; 1 when some frame got no output."""
-    opt = ReplayOptions(bag=args.bag, out=args.out, overlay=args.overlay, namespace=args.namespace,
-                        image_topic=args.image_topic, prompt_topic=args.prompt_topic, gt_topic=args.gt_topic,
-                        mode=args.mode, speed=args.speed, frame_timeout=args.frame_timeout,
-                        node_timeout=args.node_timeout, caption=args.caption, storage=args.storage,
-                        force=args.force, progress=not args.no_progress)
+    opt = ReplayOptions(
+        bag=args.bag,
+        out=args.out,
+        overlay=args.overlay,
+        namespace=args.namespace,
+        image_topic=args.image_topic,
+        prompt_topic=args.prompt_topic,
+        gt_topic=args.gt_topic,
+        mode=args.mode,
+        speed=args.speed,
+        frame_timeout=args.frame_timeout,
+        node_timeout=args.node_timeout,
+        caption=args.caption,
+        storage=args.storage,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     summary = replay_bag(opt)
     print_summary(summary, opt)
     return 0 if not summary.frames_timed_out or opt.mode == "rate" else 1
-

@@ -5,6 +5,7 @@ Uses its own rclpy context, so it can run inside a process that also uses rclpy.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence
@@ -46,8 +47,9 @@ class RosSession:
         outputs: (topic relative to the namespace, type name) pairs to record.
     """
 
-    def __init__(self, namespace: str, image_topic: str, prompt_topic: Optional[str],
-                 outputs: Sequence[tuple[str, str]]):
+    def __init__(
+        self, namespace: str, image_topic: str, prompt_topic: Optional[str], outputs: Sequence[tuple[str, str]]
+    ):
         self.namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
         self.image_topic = image_topic
         self.prompt_topic = prompt_topic or f"{self.namespace}/prompts"
@@ -69,8 +71,11 @@ class RosSession:
         from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
 
         self._deserialize = deserialize_message
-        self._types = {"sam2s_ros/msg/InstrumentMaskArray": InstrumentMaskArray,
-                       "sam2s_ros/msg/InstrumentClassArray": InstrumentClassArray, "sensor_msgs/msg/Image": Image}
+        self._types = {
+            "sam2s_ros/msg/InstrumentMaskArray": InstrumentMaskArray,
+            "sam2s_ros/msg/InstrumentClassArray": InstrumentClassArray,
+            "sensor_msgs/msg/Image": Image,
+        }
         self._Prompt = Prompt
         self._Masks = InstrumentMaskArray
         self._ctx = rclpy.Context()
@@ -84,11 +89,16 @@ class RosSession:
         self._subs = []
         for rel, type_name in self.outputs:
             topic = self.output_topic(rel)
-            cb = (lambda raw, topic=topic, type_name=type_name: self._on_output(topic, type_name, raw))
+            cb = functools.partial(self._on_output, topic, type_name)
             self._subs.append(self.node.create_subscription(self._types[type_name], topic, cb, reliable, raw=True))
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._subs.append(self.node.create_subscription(
-            ClassVocabulary, self.output_topic("class_vocabulary"), self._on_vocabulary, latched))
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._subs.append(
+            self.node.create_subscription(
+                ClassVocabulary, self.output_topic("class_vocabulary"), self._on_vocabulary, latched
+            )
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -135,13 +145,18 @@ class RosSession:
             if check is not None:
                 check()
             self._executor.spin_once(timeout_sec=0.1)
-            if (self.vocabulary is not None and self._pub_image.get_subscription_count() > 0
-                    and self._pub_prompt.get_subscription_count() > 0
-                    and self._subs[0].get_publisher_count() > 0):
+            if (
+                self.vocabulary is not None
+                and self._pub_image.get_subscription_count() > 0
+                and self._pub_prompt.get_subscription_count() > 0
+                and self._subs[0].get_publisher_count() > 0
+            ):
                 return
-        raise BagError(f"no sam2s_node answered within {timeout:.0f} s: expected it to subscribe to "
-                       f"{self.image_topic} and {self.prompt_topic} and publish {self.output_topic('masks')} "
-                       f"(same ROS_DOMAIN_ID? node log?)")
+        raise BagError(
+            f"no sam2s_node answered within {timeout:.0f} s: expected it to subscribe to "
+            f"{self.image_topic} and {self.prompt_topic} and publish {self.output_topic('masks')} "
+            f"(same ROS_DOMAIN_ID? node log?)"
+        )
 
     def publish_image(self, raw: bytes) -> None:
         self._pub_image.publish(raw)

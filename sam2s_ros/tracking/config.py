@@ -63,7 +63,9 @@ class DiveMemConfig:
     def validate(self) -> None:
         """Raise ConfigError on values that cannot work."""
         if not 2 <= self.num_maskmem <= 7:
-            raise ConfigError(f"num_maskmem must be 2..7 (the checkpoint has 7 temporal encodings), got {self.num_maskmem}")
+            raise ConfigError(
+                f"num_maskmem must be 2..7 (the checkpoint has 7 temporal encodings), got {self.num_maskmem}"
+            )
         if self.max_cond_frames < 1:
             raise ConfigError(f"max_cond_frames must be >= 1, got {self.max_cond_frames}")
         if self.max_obj_ptrs < 1:
@@ -146,8 +148,10 @@ class TrackerConfig:
         if self.class_smoothing_frames < 1:
             raise ConfigError("class_smoothing_frames must be >= 1")
         if self.memory_attention_batching not in MEMORY_ATTENTION_BATCHING:
-            raise ConfigError(f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
-                              f"got {self.memory_attention_batching!r}")
+            raise ConfigError(
+                f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
+                f"got {self.memory_attention_batching!r}"
+            )
         if len(set(self.class_vocabulary)) != len(self.class_vocabulary):
             raise ConfigError("class_vocabulary has duplicate names")
         self.divemem.validate()

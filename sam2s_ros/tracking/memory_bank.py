@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -59,13 +60,23 @@ class MemoryEntry:
     iou: float
 
     def to_state(self) -> dict:
-        return {"frame_idx": self.frame_idx, "maskmem": self.maskmem.cpu(), "obj_ptr": self.obj_ptr.cpu(),
-                "object_score": self.object_score, "iou": self.iou}
+        return {
+            "frame_idx": self.frame_idx,
+            "maskmem": self.maskmem.cpu(),
+            "obj_ptr": self.obj_ptr.cpu(),
+            "object_score": self.object_score,
+            "iou": self.iou,
+        }
 
     @classmethod
     def from_state(cls, d: dict, device: torch.device) -> "MemoryEntry":
-        return cls(int(d["frame_idx"]), d["maskmem"].to(device), d["obj_ptr"].to(device),
-                   float(d["object_score"]), float(d["iou"]))
+        return cls(
+            int(d["frame_idx"]),
+            d["maskmem"].to(device),
+            d["obj_ptr"].to(device),
+            float(d["object_score"]),
+            float(d["iou"]),
+        )
 
 
 def most_diverse_index(candidates: torch.Tensor, held: torch.Tensor) -> int:
@@ -98,22 +109,27 @@ class InstrumentMemory:
 
     # ---- writing -------------------------------------------------------------------
     def _entry(self, frame_idx, maskmem, obj_ptr, object_score, iou) -> MemoryEntry:
-        return MemoryEntry(int(frame_idx), maskmem.to(self.storage_dtype), obj_ptr.float(),
-                           float(object_score), float(iou))
+        return MemoryEntry(
+            int(frame_idx), maskmem.to(self.storage_dtype), obj_ptr.float(), float(object_score), float(iou)
+        )
 
-    def add_conditioning(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
-                         object_score: float, iou: float) -> None:
+    def add_conditioning(
+        self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor, object_score: float, iou: float
+    ) -> None:
         """Store a prompted frame (replaces a tracked entry of the same frame)."""
         entry = self._entry(frame_idx, maskmem, obj_ptr, object_score, iou)
         self.short_term = deque((e for e in self.short_term if e.frame_idx != frame_idx), maxlen=self.short_term.maxlen)
-        self.recent_ptrs = deque(((f, p) for f, p in self.recent_ptrs if f != frame_idx), maxlen=self.recent_ptrs.maxlen)
+        self.recent_ptrs = deque(
+            ((f, p) for f, p in self.recent_ptrs if f != frame_idx), maxlen=self.recent_ptrs.maxlen
+        )
         self.cond[entry.frame_idx] = entry
         while len(self.cond) > self.cfg.max_cond_frames:
             keys = list(self.cond)
             del self.cond[keys[1] if len(keys) > 1 else keys[0]]  # keep the first prompt frame
 
-    def add_tracked(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
-                    object_score: float, iou: float) -> None:
+    def add_tracked(
+        self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor, object_score: float, iou: float
+    ) -> None:
         """Store a tracked (non-conditioning) frame."""
         if self.cfg.long_term_enabled and object_score < 0:
             return  # DiveMem: frames without the instrument never enter memory
@@ -173,17 +189,23 @@ class InstrumentMemory:
 
     def sizes(self) -> dict[str, int]:
         """Current counts: cond, short_term, long_term, candidates, pointers."""
-        return {"cond": len(self.cond), "short_term": len(self.short_term),
-                "long_term": len(self.long_term) if self.cfg.long_term_enabled else 0,
-                "candidates": len(self.candidates), "pointers": len(self.recent_ptrs)}
+        return {
+            "cond": len(self.cond),
+            "short_term": len(self.short_term),
+            "long_term": len(self.long_term) if self.cfg.long_term_enabled else 0,
+            "candidates": len(self.candidates),
+            "pointers": len(self.recent_ptrs),
+        }
 
     # ---- persistence ---------------------------------------------------------------
     def to_state(self) -> dict:
-        return {"cond": [e.to_state() for e in self.cond.values()],
-                "short_term": [e.to_state() for e in self.short_term],
-                "recent_ptrs": [(f, p.cpu()) for f, p in self.recent_ptrs],
-                "long_term": [e.to_state() for e in self.long_term],
-                "candidates": [e.to_state() for e in self.candidates]}
+        return {
+            "cond": [e.to_state() for e in self.cond.values()],
+            "short_term": [e.to_state() for e in self.short_term],
+            "recent_ptrs": [(f, p.cpu()) for f, p in self.recent_ptrs],
+            "long_term": [e.to_state() for e in self.long_term],
+            "candidates": [e.to_state() for e in self.candidates],
+        }
 
     @classmethod
     def from_state(cls, cfg: DiveMemConfig, d: dict, device: torch.device) -> "InstrumentMemory":
@@ -196,4 +218,3 @@ class InstrumentMemory:
         m.long_term.extend(MemoryEntry.from_state(s, device) for s in d["long_term"])
         m.candidates = [MemoryEntry.from_state(s, device) for s in d["candidates"]]
         return m
-

@@ -33,8 +33,7 @@ from sam2s_ros.tracking import prompts as prompt_ops
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.memory_bank import MODEL_NUM_MASKMEM, InstrumentMemory
 from sam2s_ros.tracking.preprocess import check_frame, to_model_input
-from sam2s_ros.tracking.types import (ClassSource, FrameResult, InstrumentResult, PromptInput, PromptMode,
-                                      RejectedPrompt)
+from sam2s_ros.tracking.types import ClassSource, FrameResult, InstrumentResult, PromptInput, PromptMode, RejectedPrompt
 
 #: SAM 2.1 memory-encoder mask scaling (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc)
 MEM_MASK_SCALE, MEM_MASK_BIAS = 20.0, -10.0
@@ -65,8 +64,12 @@ class _FrameOutput:
 
 
 def _rows(out: DecoderOutput, is_cond: bool) -> list[_FrameOutput]:
-    return [_FrameOutput(out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]),
-                         is_cond) for i in range(out.low_res_masks.shape[0])]
+    return [
+        _FrameOutput(
+            out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]), is_cond
+        )
+        for i in range(out.low_res_masks.shape[0])
+    ]
 
 
 def fill_holes(low_res: torch.Tensor, max_area: int) -> torch.Tensor:
@@ -102,8 +105,9 @@ class InstrumentTracker:
         checkpoint_sha256: hash stored in saved states.
     """
 
-    def __init__(self, backend, config: TrackerConfig, semantic_head=None, weights: str = "",
-                 checkpoint_sha256: str = ""):
+    def __init__(
+        self, backend, config: TrackerConfig, semantic_head=None, weights: str = "", checkpoint_sha256: str = ""
+    ):
         config.validate()
         self.backend = backend
         self.cfg = config
@@ -148,9 +152,14 @@ class InstrumentTracker:
 
     def describe(self) -> dict:
         """Backend, model, image size, device, weights and semantic-head status."""
-        return {"backend": self.backend.name, "model": f"sam2.1_hiera_{self.cfg.model_size}",
-                "image_size": self.image_size, "device": str(self.device),
-                "semantic_head_trained": self.semantic_head is not None, "weights": self.weights}
+        return {
+            "backend": self.backend.name,
+            "model": f"sam2.1_hiera_{self.cfg.model_size}",
+            "image_size": self.image_size,
+            "device": str(self.device),
+            "semantic_head_trained": self.semantic_head is not None,
+            "weights": self.weights,
+        }
 
     def memory_sizes(self) -> dict[int, dict[str, int]]:
         """Per instrument: counts of conditioning, short-term, long-term frames, candidates, pointers."""
@@ -233,8 +242,11 @@ class InstrumentTracker:
 
     def _start_instrument(self, p: PromptInput) -> None:
         old = self._instruments.get(int(p.instrument_id))
-        state = InstrumentState(int(p.instrument_id), InstrumentMemory(self.cfg.divemem),
-                                class_probs=deque(maxlen=self.cfg.class_smoothing_frames))
+        state = InstrumentState(
+            int(p.instrument_id),
+            InstrumentMemory(self.cfg.divemem),
+            class_probs=deque(maxlen=self.cfg.class_smoothing_frames),
+        )
         if old is not None:
             state.class_id, state.class_name = old.class_id, old.class_name
         self._instruments[state.instrument_id] = state
@@ -285,7 +297,7 @@ class InstrumentTracker:
                 dec = self._decode_prompted(None, feats, [p], hw)
             else:
                 prev = out[iid].low_res[None].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-                dec = self._decode_prompted(pix[row:row + 1], feats, [p], hw, prev)
+                dec = self._decode_prompted(pix[row : row + 1], feats, [p], hw, prev)
             out[iid] = _rows(dec, True)[0]
             self._apply_prompt_class(p)
         timings["mask_decoder"] = time.perf_counter() - t0
@@ -377,8 +389,9 @@ class InstrumentTracker:
         mask = logits > self.cfg.mask_threshold
         ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
         bbox = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if len(xs) else (0, 0, 0, 0)
-        res = InstrumentResult(state.instrument_id, mask, logits, o.iou, o.object_score, bbox,
-                               is_conditioning_frame=o.is_cond)
+        res = InstrumentResult(
+            state.instrument_id, mask, logits, o.iou, o.object_score, bbox, is_conditioning_frame=o.is_cond
+        )
         if state.class_probs:
             mean = torch.stack(list(state.class_probs)).mean(0)
             k = int(mean.argmax())
@@ -397,13 +410,22 @@ class InstrumentTracker:
             StateFileError: the file cannot be written.
         """
         state = {
-            "format": STATE_FORMAT, "version": STATE_VERSION, "model_size": self.cfg.model_size,
-            "image_size": self.image_size, "checkpoint_sha256": self.checkpoint_sha256,
+            "format": STATE_FORMAT,
+            "version": STATE_VERSION,
+            "model_size": self.cfg.model_size,
+            "image_size": self.image_size,
+            "checkpoint_sha256": self.checkpoint_sha256,
             "frame_index": self._frame_index,
-            "instruments": [{
-                "instrument_id": s.instrument_id, "class_id": s.class_id, "class_name": s.class_name,
-                "class_probs": [p.cpu() for p in s.class_probs],
-                "memory": s.memory.to_state()} for s in self._instruments.values()],
+            "instruments": [
+                {
+                    "instrument_id": s.instrument_id,
+                    "class_id": s.class_id,
+                    "class_name": s.class_name,
+                    "class_probs": [p.cpu() for p in s.class_probs],
+                    "memory": s.memory.to_state(),
+                }
+                for s in self._instruments.values()
+            ],
         }
         try:
             torch.save(state, path)
@@ -426,20 +448,27 @@ class InstrumentTracker:
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise StateFileError(f"{path!r} is not a sam2s_ros tracker state")
         if state.get("version") != STATE_VERSION:
-            raise StateFileError(f"tracker state version {state.get('version')} is not supported (need {STATE_VERSION})")
+            raise StateFileError(
+                f"tracker state version {state.get('version')} is not supported (need {STATE_VERSION})"
+            )
         mine = (self.cfg.model_size, self.image_size, self.checkpoint_sha256)
         theirs = (state["model_size"], state["image_size"], state["checkpoint_sha256"])
         if mine != theirs:
-            raise StateFileError(f"tracker state was saved with model/image_size/checkpoint {theirs[:2]} "
-                                 f"{theirs[2][:12] or 'random weights'}, this tracker runs {mine[:2]} "
-                                 f"{mine[2][:12] or 'random weights'}")
+            raise StateFileError(
+                f"tracker state was saved with model/image_size/checkpoint {theirs[:2]} "
+                f"{theirs[2][:12] or 'random weights'}, this tracker runs {mine[:2]} "
+                f"{mine[2][:12] or 'random weights'}"
+            )
         try:
             instruments = {}
             for d in state["instruments"]:
-                s = InstrumentState(int(d["instrument_id"]),
-                                    InstrumentMemory.from_state(self.cfg.divemem, d["memory"], self.device),
-                                    int(d["class_id"]), str(d["class_name"]),
-                                    deque(d["class_probs"], maxlen=self.cfg.class_smoothing_frames))
+                s = InstrumentState(
+                    int(d["instrument_id"]),
+                    InstrumentMemory.from_state(self.cfg.divemem, d["memory"], self.device),
+                    int(d["class_id"]),
+                    str(d["class_name"]),
+                    deque(d["class_probs"], maxlen=self.cfg.class_smoothing_frames),
+                )
                 instruments[s.instrument_id] = s
             frame_index = int(state["frame_index"])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
