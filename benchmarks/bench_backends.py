@@ -10,7 +10,7 @@ setting (long-term memory off, no hole filling; as test/test_tracker_parity.py):
 * ``onnxruntime``  InstrumentTracker on the onnxruntime backend (CPU EP, graphs exported by
                    this script into ``--onnx-cache`` unless already there);
 * ``official``     sam2 1.1.0 ``SAM2VideoPredictor`` with our weights and our preprocessed
-                   frames swapped into its state (test/sam2_reference.py), hole filling off;
+                   frames swapped into its state (sam2s_ros/evaluation/sam2_reference.py), hole filling off;
 * ``tensorrt``     (``--device cuda`` only) InstrumentTracker on native TensorRT engines.
 With ``--device cuda`` every implementation runs on the GPU (onnxruntime: TensorRT EP when
 onnxruntime-gpu has it, else CUDA EP); ``--fp16`` selects fp16 graphs / engines.
@@ -62,15 +62,14 @@ TARGETS = {"torch": 0.6, "official": 0.5}
 
 # ---- inside a child ----------------------------------------------------------------------
 def load_frames(data_dir: pathlib.Path, n: int):
-    """``n`` RGB frames (the clip cycled) and the frame-0 instrument labels."""
-    import cv2
+    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument labels."""
+    from sam2s_ros.data import read_davis_sequence
 
-    paths = sorted((data_dir / "frames").glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no frames in {data_dir / 'frames'} (see --data)")
-    unique = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:n]]
-    gt0 = cv2.imread(str(data_dir / "masks_instruments" / paths[0].name), cv2.IMREAD_GRAYSCALE)
-    return [unique[i % len(unique)] for i in range(n)], gt0
+    try:
+        clip = read_davis_sequence(data_dir, n)
+    except Exception as err:  # BagError: no frames there
+        raise SystemExit(f"{err} (see --data)") from None
+    return [clip.frames[i % len(clip.frames)] for i in range(n)], clip.labels[0]
 
 
 def make_prompts(gt0, n_instruments: int):
@@ -126,10 +125,8 @@ def run_ours(job: dict, frames, prompts) -> list[float]:
 def run_official(job: dict, frames, prompts: dict) -> list[float]:
     import torch
 
-    sys.path.insert(0, str(REPO_ROOT / "test"))
+    from sam2s_ros.evaluation.sam2_reference import official_init_state, official_predictor
     from sam2s_ros.model.build import build_random_model
-
-    from sam2_reference import official_init_state, official_predictor
 
     predictor = official_predictor(build_random_model("tiny", job["size"], seed=0).state_dict(), job["size"])
     predictor = predictor.to(job["device"])  # its state follows the model's device

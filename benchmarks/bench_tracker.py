@@ -17,7 +17,7 @@ Measured, each configuration in its own subprocess (so peak RSS is per configura
   call (preprocessing included). Official: the time between two frames yielded by
   ``propagate_in_video`` (frames are preprocessed by ``init_state``, timed separately);
   official frames are our preprocessed tensors swapped into its state (as
-  test/sam2_reference.py does), so both see identical pixels.
+  sam2s_ros/evaluation/sam2_reference.py does), so both see identical pixels.
 * RSS growth (one instrument, ``--rss-size``): official on a ``--rss-frames``-long video
   each (its own JPEG loader; the 72 real frames cycled), RSS after propagation; ours:
   RSS after each ``--rss-frames`` count of tracked frames in one process.
@@ -129,15 +129,14 @@ class FrameClock:
 
 
 def load_frames(data_dir: pathlib.Path, n: int):
-    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument mask."""
-    import cv2
+    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument labels."""
+    from sam2s_ros.data import read_davis_sequence
 
-    paths = sorted((data_dir / "frames").glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no frames in {data_dir / 'frames'} (see --data)")
-    unique = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:n]]
-    gt0 = cv2.imread(str(data_dir / "masks_instruments" / paths[0].name), cv2.IMREAD_GRAYSCALE)
-    return [unique[i % len(unique)] for i in range(n)], gt0
+    try:
+        clip = read_davis_sequence(data_dir, n)
+    except Exception as err:  # BagError: no frames there
+        raise SystemExit(f"{err} (see --data)") from None
+    return [clip.frames[i % len(clip.frames)] for i in range(n)], clip.labels[0]
 
 
 def make_prompts(gt0, n_instruments: int):

@@ -12,9 +12,10 @@ import cv2
 import numpy as np
 import pytest
 
-from sam2s_ros import bags
+from sam2s_ros import codec
+from sam2s_ros.data import bags, input_bag
 from sam2s_ros.evaluation import davis
-from sam2s_ros.tools import cli, make_bag
+from sam2s_ros.tools import cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 COMMANDS = list(cli.load_commands())
@@ -110,11 +111,15 @@ def sequence(tmp_path_factory) -> dict[str, Path]:
     out_bag = root / "out_bag"
     store = bags.make_typestore()
     with bags.BagWriter(out_bag, "mcap", store) as bag:
-        bag.add_topic("/sam2s/masks", bags.MASK_ARRAY_TYPE)
+        bag.add_topic("/sam2s/masks", codec.MASK_ARRAY_TYPE)
         for i, latency in LATENCY_S.items():
-            stamp = make_bag.stamp_ns(i)
-            header = bags.make_header(store, stamp, make_bag.DEFAULT_FRAME_ID)
-            bag.write("/sam2s/masks", stamp + 5_000_000, bags.mask_array_msg(store, header, predicted(i), latency, i))
+            stamp = input_bag.stamp_ns(i)
+            header = codec.make_header(stamp, input_bag.DEFAULT_FRAME_ID, codec.rosbags_types(store))
+            bag.write(
+                "/sam2s/masks",
+                stamp + 5_000_000,
+                codec.mask_array_msg(header, predicted(i), latency, i, codec.rosbags_types(store)),
+            )
     return {"in_bag": in_bag, "out_bag": out_bag, "masks": masks, "void_masks": void_masks, "root": root}
 
 

@@ -12,12 +12,12 @@ from geometry_msgs.msg import Point
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from sam2s_ros.conversions import (
+from sam2s_ros.codec import (
     EmptyImageError,
     ImageTooLargeError,
     UnsupportedEncodingError,
-    array_to_image_msg,
     classes_msg,
+    image_msg,
     image_msg_to_rgb,
     label_image_msg,
     mask_from_msg,
@@ -160,7 +160,7 @@ def test_short_data_and_bad_step(rgb):
 def test_array_to_image_round_trip(encoding, dtype, shape):
     rng = np.random.default_rng(1)
     array = rng.integers(0, np.iinfo(dtype).max, shape).astype(dtype)
-    msg = array_to_image_msg(array, encoding, _header())
+    msg = image_msg(array, encoding, _header())
     assert (msg.height, msg.width, msg.encoding) == (5, 7, encoding)
     assert msg.step == 7 * (3 if encoding == "rgb8" else 1) * np.dtype(dtype).itemsize
     assert msg.is_bigendian == (sys.byteorder == "big")
@@ -171,11 +171,11 @@ def test_array_to_image_round_trip(encoding, dtype, shape):
 
 def test_array_to_image_refuses_mismatch():
     with pytest.raises(ValueError):
-        array_to_image_msg(np.zeros((2, 2), np.uint16), "mono8", Header())
+        image_msg(np.zeros((2, 2), np.uint16), "mono8", Header())
     with pytest.raises(ValueError):
-        array_to_image_msg(np.zeros((2, 2, 3), np.uint8), "mono8", Header())
+        image_msg(np.zeros((2, 2, 3), np.uint8), "mono8", Header())
     with pytest.raises(ValueError):
-        array_to_image_msg(np.zeros((2, 2), np.uint8), "32FC1", Header())
+        image_msg(np.zeros((2, 2), np.uint8), "32FC1", Header())
 
 
 def _prompt(**kw) -> Prompt:
@@ -215,7 +215,7 @@ def test_prompt_defaults_and_box():
 def test_prompt_mask():
     mask = np.zeros((4, 6), np.uint8)
     mask[1:3, 2:5] = 255
-    p = prompt_from_msg(_prompt(mask=array_to_image_msg(mask, "mono8", Header())))
+    p = prompt_from_msg(_prompt(mask=image_msg(mask, "mono8", Header())))
     assert p.mask.dtype == bool and p.mask.shape == (4, 6)
     np.testing.assert_array_equal(p.mask, mask > 0)
     assert mask_from_msg(Image()) is None
@@ -228,7 +228,7 @@ def test_prompt_errors():
         prompt_from_msg(_prompt(mode=7))
     with pytest.raises(PromptError, match="point_labels"):
         prompt_from_msg(_prompt(points=[Point()], point_labels=[2]))
-    bad_mask = array_to_image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8", Header())
+    bad_mask = image_msg(np.zeros((2, 2, 3), np.uint8), "rgb8", Header())
     with pytest.raises(PromptError, match="encoding"):
         prompt_from_msg(_prompt(mask=bad_mask))
 
@@ -286,7 +286,7 @@ def test_classes_and_label_and_vocabulary():
 
 
 def test_overlay_colours_masks_only():
-    from sam2s_ros.overlay import instrument_colour, render_overlay
+    from sam2s_ros.tracking.overlay import instrument_colour, render_overlay
 
     image = np.full((60, 80, 3), 100, np.uint8)
     result = _result()

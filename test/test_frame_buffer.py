@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from sam2s_ros.frame_buffer import Frame, FrameBuffer, PromptQueue
+from sam2s_ros.node.frame_buffer import Frame, FrameBuffer, PromptQueue
 
 
 def _frame(stamp_ns: int, hw=(4, 6)) -> Frame:

@@ -21,8 +21,8 @@ from rclpy.parameter import Parameter
 
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
+from sam2s_ros.node.node import Sam2sNode
+from sam2s_ros.node.parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
 from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
@@ -32,13 +32,13 @@ from node_fixtures import (
     add_prompt,
     click_prompt,
     image_msg,
-    load_frames,
     pixels,
     stamp_s,
     synthetic_frame,
     wait_until,
     with_stamp,
 )
+from tracker_fixtures import load_frames
 
 WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
 

@@ -18,8 +18,8 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from sam2s_ros.msg import Prompt
-from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_diagnostics import BAD_INPUT_KINDS
+from sam2s_ros.node.diagnostics import BAD_INPUT_KINDS
+from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.srv import AddPrompt, RemoveInstrument
 
 from node_fixtures import TEST_PARAMS, Peer, header, image_msg, synthetic_frame, wait_until
@@ -184,7 +184,7 @@ def test_compressed_transport_bad_and_good_data(harness):
 
 
 def test_reporter_counts_every_input_and_throttles_identical_logs(monkeypatch):
-    from sam2s_ros import node_diagnostics as nd
+    from sam2s_ros.node import diagnostics as nd
 
     clock = [100.0]
     monkeypatch.setattr(nd.time, "monotonic", lambda: clock[0])
@@ -206,7 +206,7 @@ def test_reporter_counts_every_input_and_throttles_identical_logs(monkeypatch):
 
 
 def test_latency_percentiles_and_diagnostic_array():
-    from sam2s_ros import node_diagnostics as nd
+    from sam2s_ros.node import diagnostics as nd
 
     assert nd.latency_percentiles_ms(np.array([])) == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
     lat = nd.latency_percentiles_ms(np.arange(1, 101) / 1000.0)

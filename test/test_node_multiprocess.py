@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node_parameters import inference_threads
+from sam2s_ros.node.parameters import inference_threads
 from sam2s_ros.srv import AddPrompt
 
 from node_fixtures import (
@@ -26,13 +26,13 @@ from node_fixtures import (
     Peer,
     click_prompt,
     image_msg,
-    load_frames,
     pixels,
     ros_args,
     stamp_s,
     wait_until,
     with_stamp,
 )
+from tracker_fixtures import load_frames
 
 START_WAIT = 90.0  # s: imports + model build on 2 busy cores
 WAIT = 60.0

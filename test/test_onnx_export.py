@@ -17,7 +17,15 @@ import torch.nn.functional as F
 
 from sam2s_ros import __version__
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import CONSTANTS_FILE, DYNAMIC_DIMS, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, META_KEYS, bind_dims
+from sam2s_ros.export.contract import (
+    CONSTANTS_FILE,
+    DYNAMIC_DIMS,
+    GRAPH_FORMAT,
+    GRAPHS,
+    MANIFEST_FILE,
+    META_KEYS,
+    bind_dims,
+)
 from sam2s_ros.export.onnx_export import (
     ExportOptions,
     MaskDecoderGraph,

@@ -17,14 +17,13 @@ from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.base import ImageFeatures, MemoryInputs
 from sam2s_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from sam2s_ros.backends.torch_backend import TorchBackend
+from sam2s_ros.data import read_davis_sequence
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export import GRAPHS, MANIFEST_FILE
+from sam2s_ros.export.contract import GRAPHS, MANIFEST_FILE
 from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
-
-from sam2_reference import read_rgb
 
 ATOL = 1e-4  # fp32 parity, max abs diff
 N_FRAMES = 8
@@ -197,8 +196,8 @@ def _track(backend_name: str, onnx_dir, frames, prompts, refine):
 @pytest.mark.shared_data
 def test_tracker_on_onnxruntime_gives_the_torch_masks(shared_dir, onnx_dir):
     root = shared_dir / "data" / "cholecseg8k_clip"
-    frames = [read_rgb(root / "frames" / f"{i:05d}.png") for i in range(N_FRAMES)]
-    gt0 = read_rgb(root / "masks_instruments" / "00000.png")[..., 0]
+    clip = read_davis_sequence(root, N_FRAMES)
+    frames, gt0 = clip.frames, clip.labels[0]
     ys, xs = np.nonzero(gt0 == 1)  # the grasper
     click = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
     prompts = [

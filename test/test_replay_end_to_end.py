@@ -10,9 +10,11 @@ import json
 
 import pytest
 
-from sam2s_ros import bags
-from sam2s_ros.tools import eval_cmd, make_bag, replay
-from sam2s_ros.tools.node_process import NodeProcess, ros_env
+from sam2s_ros import codec
+from sam2s_ros.data import bags, input_bag
+from sam2s_ros.evaluation import bag_eval
+from sam2s_ros.node import replay
+from sam2s_ros.node.process import NodeProcess, ros_env
 
 N_FRAMES = 8
 
@@ -21,7 +23,7 @@ N_FRAMES = 8
 def node(tmp_path_factory, ros_domain_id):
     log = tmp_path_factory.mktemp("node") / "node.log"
     params = {
-        "image_topic": make_bag.DEFAULT_IMAGE_TOPIC,
+        "image_topic": input_bag.DEFAULT_IMAGE_TOPIC,
         "image_size": 128,
         "allow_random_weights": True,
         "image_qos": "reliable",
@@ -43,8 +45,8 @@ def node(tmp_path_factory, ros_domain_id):
 def test_make_bag_replay_eval_on_real_clips(shared_dir, tmp_path, node, clip, gt_name, storage):
     root = shared_dir / "data" / clip
     in_bag = tmp_path / "in_bag"
-    made = make_bag.make_bag(
-        make_bag.MakeBagOptions(
+    made = input_bag.make_bag(
+        input_bag.MakeBagOptions(
             src=root / "frames",
             out=in_bag,
             gt_dir=root / gt_name,
@@ -68,10 +70,10 @@ def test_make_bag_replay_eval_on_real_clips(shared_dir, tmp_path, node, clip, gt
     assert summary.frames_sent == N_FRAMES and summary.frames_with_output == N_FRAMES, node.log_tail()
 
     # every frame processed, stamps and frame_id preserved, prompted instruments present
-    sent = [m.msg.header for m in bags.read_messages(in_bag, [make_bag.DEFAULT_IMAGE_TOPIC])]
+    sent = [m.msg.header for m in bags.read_messages(in_bag, [input_bag.DEFAULT_IMAGE_TOPIC])]
     outs = [m.msg for m in bags.read_messages(opt.out, ["/sam2s/masks"])]
-    by_stamp = {bags.stamp_to_ns(o.header.stamp): o for o in outs}
-    assert [bags.stamp_to_ns(h.stamp) for h in sent] == sorted(by_stamp)
+    by_stamp = {codec.stamp_to_ns(o.header.stamp): o for o in outs}
+    assert [codec.stamp_to_ns(h.stamp) for h in sent] == sorted(by_stamp)
     assert all(o.header.frame_id == sent[0].frame_id for o in outs)
     for o in by_stamp.values():
         assert sorted(i.instrument_id for i in o.instruments) == sorted(made.prompt_ids)
@@ -81,7 +83,7 @@ def test_make_bag_replay_eval_on_real_clips(shared_dir, tmp_path, node, clip, gt
     assert topics["/sam2s/label_image"] == "sensor_msgs/msg/Image"
     assert opt.overlay.stat().st_size > 10_000
 
-    report = eval_cmd.evaluate(eval_cmd.EvalOptions(output_bag=opt.out, gt=in_bag))
+    report = bag_eval.evaluate(bag_eval.EvalOptions(output_bag=opt.out, gt=in_bag))
     assert report["frames"]["missing_in_output"] == 0
     assert set(map(int, report["instruments"])) == set(made.prompt_ids)
     jf = report["overall"]["JF"]

@@ -18,7 +18,7 @@ from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.tensorrt_backend import TensorRTBackend
 from sam2s_ros.errors import BackendError, ExportError
-from sam2s_ros.export import GRAPHS
+from sam2s_ros.export.contract import GRAPHS
 from sam2s_ros.export.tensorrt_build import BuildOptions, build_engines, tensorrt_available
 from sam2s_ros.tools import cli
 
@@ -149,11 +149,10 @@ def test_onnxruntime_gpu_providers_match_torch(tmp_path_factory, provider):
 @pytest.mark.shared_data
 @pytest.mark.parametrize("backend_name", ["tensorrt", "onnxruntime"])
 def test_tracker_runs_on_gpu_backends(engines_dir, shared_dir, backend_name):
+    from sam2s_ros.data import read_davis_sequence
     from sam2s_ros.tracking.config import TrackerConfig
     from sam2s_ros.tracking.tracker import InstrumentTracker
     from sam2s_ros.tracking.types import PromptInput, PromptMode
-
-    from sam2_reference import read_rgb
 
     cfg = TrackerConfig(
         model_size="tiny",
@@ -167,7 +166,7 @@ def test_tracker_runs_on_gpu_backends(engines_dir, shared_dir, backend_name):
     if backend_name == "tensorrt":
         cfg.autocast_dtype = "none"  # the engines of engines_dir are fp32
     tracker = InstrumentTracker.from_config(cfg)
-    frames = [read_rgb(shared_dir / "data" / "cholecseg8k_clip" / "frames" / f"{i:05d}.png") for i in range(8)]
+    frames = read_davis_sequence(shared_dir / "data" / "cholecseg8k_clip", 8).frames
     box = PromptInput(1, PromptMode.NEW, box=np.array([120.0, 60.0, 420.0, 300.0], np.float32))
     for i, frame in enumerate(frames):
         result = tracker.track(frame, [box] if i == 0 else [])

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from sam2s_ros.data import read_davis_sequence
+from sam2s_ros.evaluation.sam2_reference import official_init_state, official_predictor, official_track, sam21_config
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
-
-from sam2_reference import official_init_state, official_predictor, official_track, read_rgb, sam21_config
 
 N_FRAMES = 16
 
@@ -25,8 +25,8 @@ N_FRAMES = 16
 @pytest.fixture(scope="module")
 def cholec_frames(shared_dir):
     root = shared_dir / "data" / "cholecseg8k_clip"
-    frames = [read_rgb(root / "frames" / f"{i:05d}.png") for i in range(N_FRAMES)]
-    gt0 = read_rgb(root / "masks_instruments" / "00000.png")[..., 0]
+    clip = read_davis_sequence(root, N_FRAMES)
+    frames, gt0 = clip.frames, clip.labels[0]
     return frames, gt0
 
 

@@ -21,9 +21,9 @@ from typing import Optional
 
 import torch
 
-from sam2s_ros.backends.onnxruntime_backend import GraphBackend, check_export, load_constants
+from sam2s_ros.backends.graph import GraphBackend, check_export, load_constants
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export import GRAPHS, PRECISIONS, TENSORRT_SUBDIR
+from sam2s_ros.export.contract import GRAPHS, PRECISIONS, TENSORRT_SUBDIR
 
 _INSTALL = (
     "the 'tensorrt' Python package, TensorRT >= 10 (e.g. `pip install tensorrt-cu12` from NVIDIA's "
@@ -148,7 +148,7 @@ class TensorRTBackend(GraphBackend):
                     )
 
     def _check_sidecar(self, trt, path: Path) -> None:
-        from sam2s_ros.export.tensorrt_build import file_sha256
+        from sam2s_ros.model.checkpoint import file_sha256
 
         hint = f"build engines with: sam2s export ... --out {self.onnx_dir} --tensorrt [--fp16] --force"
         sidecar = Path(f"{path}.json")

@@ -118,8 +118,5 @@ class TorchBackend:
     def maskmem_pos(self) -> torch.Tensor:
         """[1, 64, h, w] memory positional encoding (constant for a fixed image size)."""
         if not hasattr(self, "_maskmem_pos"):
-            pe = self.memory_encoder.memory_encoder.position_encoding
-            dummy = torch.zeros(1, self.sam.mem_dim, self.feat_hw, self.feat_hw, device=self.device)
-            with torch.inference_mode():
-                self._maskmem_pos = pe(dummy).float()
+            self._maskmem_pos = stages.memory_positional_encoding(self.sam, self.image_size, self.device)
         return self._maskmem_pos

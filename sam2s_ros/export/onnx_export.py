@@ -42,12 +42,15 @@ from torch import nn
 
 from sam2s_ros import __version__
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import (
+from sam2s_ros.export.contract import (
     CONSTANTS_FILE,
+    DEFAULT_OPSET,
     DYNAMIC_DIMS,
     GRAPH_FORMAT,
     GRAPHS,
     MANIFEST_FILE,
+    MAX_OPSET,
+    MIN_OPSET,
     PRECISIONS,
     TENSORRT_SUBDIR,
     TRT_CACHE_SUBDIR,
@@ -55,10 +58,10 @@ from sam2s_ros.export import (
     model_name,
 )
 from sam2s_ros.model import stages
+from sam2s_ros.model.stages import memory_positional_encoding
+from sam2s_ros.tracking.config import MODEL_SIZES, image_size_problem
 
 #: ONNX opsets the TorchScript exporter of torch 2.13 writes and the backends accept
-MIN_OPSET, MAX_OPSET = 17, 20
-DEFAULT_OPSET = 17
 #: example sizes of the dynamic axes while tracing (all != 1 so nothing specialises to 1)
 TRACE_DIMS = {"instruments": 2, "points": 3, "mem_frames": 3, "obj_ptrs": 4}
 
@@ -295,14 +298,6 @@ class MemoryEncoderGraph(nn.Module):
         return self.stage(feat_s2.expand(b, -1, -1, -1), mask_for_mem, object_score_logits)[0]
 
 
-def memory_positional_encoding(sam: nn.Module, image_size: int) -> torch.Tensor:
-    """[1, 64, h, w] float32 maskmem_pos (as TorchBackend.maskmem_pos)."""
-    hw = image_size // 16
-    dummy = torch.zeros(1, sam.mem_dim, hw, hw)
-    with torch.inference_mode():
-        return sam.memory_encoder.position_encoding(dummy).float().clone()
-
-
 def graph_modules(sam: nn.Module, image_size: int) -> dict[str, nn.Module]:
     """The export wrappers of every stage of :data:`GRAPHS`, in eval mode on CPU."""
     mods = {
@@ -487,12 +482,10 @@ def validate_options(opts: ExportOptions) -> None:
         ExportError: bad image size / model size / opset, no or missing checkpoint, both a
             checkpoint and random weights, or a non-empty output folder without ``force``.
     """
-    from sam2s_ros.tracking.config import MODEL_SIZES
-
     if opts.model_size not in MODEL_SIZES:
         raise ExportError(f"model size must be one of {', '.join(MODEL_SIZES)}, got {opts.model_size!r}")
-    if opts.image_size < 128 or opts.image_size % 32 != 0:
-        raise ExportError(f"image size must be a multiple of 32 and >= 128, got {opts.image_size}")
+    if image_size_problem(opts.image_size):
+        raise ExportError(f"image size {image_size_problem(opts.image_size)}")
     if not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise ExportError(f"opset must be {MIN_OPSET}..{MAX_OPSET}, got {opts.opset}")
     if opts.checkpoint and opts.random_weights:

@@ -19,7 +19,6 @@ NOT verified here: this machine has no GPU and TensorRT cannot be installed on i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,7 +27,8 @@ from pathlib import Path
 from typing import Optional
 
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, TENSORRT_SUBDIR, GraphSpec
+from sam2s_ros.export.contract import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, TENSORRT_SUBDIR, GraphSpec
+from sam2s_ros.model.checkpoint import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -87,15 +87,6 @@ def tensorrt_available() -> bool:
     except ExportError:
         return False
     return True
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_dir(onnx_dir: Path) -> Path:
@@ -212,7 +203,6 @@ __all__ = [
     "build_engine",
     "build_engines",
     "engine_dir",
-    "file_sha256",
     "require_tensorrt",
     "tensorrt_available",
 ]

@@ -85,6 +85,18 @@ class MaskPromptStage(nn.Module):
         return low_res_masks, ious[:, 0], obj_ptr, object_score_logits[:, 0]
 
 
+def memory_positional_encoding(sam: nn.Module, image_size: int, device="cpu") -> torch.Tensor:
+    """[1, 64, h, w] float32 positional encoding of the memory features (h = w = image_size // 16).
+
+    Constant for a fixed image size: the torch backend computes it once, the ONNX export
+    stores it in ``constants.npz``.
+    """
+    hw = image_size // 16
+    dummy = torch.zeros(1, sam.mem_dim, hw, hw, device=device)
+    with torch.inference_mode():
+        return sam.memory_encoder.position_encoding(dummy).float().clone()
+
+
 class MemoryEncoderStage(nn.Module):
     """Memory encoder (SAM2Base._encode_new_memory after the mask-to-input mapping).
 

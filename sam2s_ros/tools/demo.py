@@ -27,10 +27,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from sam2s_ros import bags
+from sam2s_ros.data import bags, input_bag
 from sam2s_ros.errors import ConfigError, Sam2sError
-from sam2s_ros.tools import eval_cmd, make_bag, replay
-from sam2s_ros.tools.node_process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
+from sam2s_ros.evaluation import bag_eval
+from sam2s_ros.node import replay
+from sam2s_ros.node.process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
+from sam2s_ros.tools.replay import print_summary
+from sam2s_ros.tracking.config import BACKENDS, MODEL_SIZES
 
 COMMAND = "demo"
 DEFAULT_CLIP = PACKAGE_ROOT.parent / "shared" / "data" / "cholecseg8k_clip"
@@ -69,10 +72,6 @@ def infer_model_size(checkpoint: Optional[Path], explicit: Optional[str]) -> str
     return "tiny"
 
 
-def _is_bag(path: Path) -> bool:
-    return (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3")
-
-
 def _parse_floats(text: str, n: int, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.split(",")]
@@ -108,12 +107,12 @@ def _input_bag(args, out: Path, prompts: list) -> tuple[Path, Optional[Path]]:
     if source == DEFAULT_CLIP or (source / "frames").is_dir():
         gt_dir = gt_dir or (source / "masks_instruments" if (source / "masks_instruments").is_dir() else None)
         source = source / "frames"
-    if _is_bag(source):
+    if bags.is_bag(source):
         return source, source
     bag = out / "input_bag"
     prompt_type = "none" if prompts or gt_dir is None else args.prompt_type
-    result = make_bag.make_bag(
-        make_bag.MakeBagOptions(
+    result = input_bag.make_bag(
+        input_bag.MakeBagOptions(
             src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True
         )
     )
@@ -142,10 +141,10 @@ def run_demo(args) -> int:
     if random_weights:
         print(f"*** {RANDOM_BANNER} ***")
     bag, gt = _input_bag(args, out, _user_prompts(args))
-    if gt is not None and make_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
+    if gt is not None and input_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
         gt = None  # a user's bag without ground truth: no J&F
     params = {
-        "image_topic": make_bag.DEFAULT_IMAGE_TOPIC,
+        "image_topic": input_bag.DEFAULT_IMAGE_TOPIC,
         "image_size": args.image_size,
         "backend": args.backend,
         "model_size": args.model_size,
@@ -187,7 +186,7 @@ def run_demo(args) -> int:
             node.check_alive()
             raise
         code = node.stop()
-    replay.print_summary(summary, opt)
+    print_summary(summary, opt)
     print(f"node exited with code {code}")
     report = {
         "weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
@@ -198,8 +197,8 @@ def run_demo(args) -> int:
         },
     }
     if gt is not None:
-        scores = eval_cmd.evaluate(eval_cmd.EvalOptions(output_bag=opt.out, gt=gt))
-        print(eval_cmd.format_report(scores))
+        scores = bag_eval.evaluate(bag_eval.EvalOptions(output_bag=opt.out, gt=gt))
+        print(bag_eval.format_report(scores))
         report["eval"] = scores
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {out / 'results.json'}")
@@ -225,11 +224,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--model-size",
         default=None,
-        choices=("tiny", "small", "base_plus", "large"),
+        choices=MODEL_SIZES,
         help="Hiera size of the checkpoint (default: from its file name, else tiny)",
     )
     p.add_argument("--image-size", type=int, default=512, help="model input size (default 512 for CPU; 1024 = SAM 2.1)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
     p.add_argument(
         "--prompt-type",

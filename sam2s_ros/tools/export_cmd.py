@@ -1,6 +1,6 @@
 """``sam2s export``: ONNX graphs (and optionally TensorRT engines) of the SAM 2.1 stages.
 
-Writes the six stage graphs of :mod:`sam2s_ros.export` (fp32; with ``--fp16`` also fp16
+Writes the six stage graphs of :mod:`sam2s_ros.export.contract` (fp32; with ``--fp16`` also fp16
 variants), ``constants.npz`` and ``manifest.json`` into ``--out``; with ``--tensorrt`` then
 builds native TensorRT engines into ``<out>/tensorrt`` (fp16 kernels with ``--fp16``).
 The graphs record model, image size, opset and the checkpoint's sha256; the onnxruntime
@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from sam2s_ros.export.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from sam2s_ros.tracking.config import MODEL_SIZES
 
 COMMAND = "export"
 DEFAULT_OUT = Path("models/onnx")
 DEFAULT_IMAGE_SIZE = 1024
-DEFAULT_OPSET = 17  # = sam2s_ros.export.onnx_export.DEFAULT_OPSET (not imported: it pulls in torch)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         COMMAND,
         help="export the SAM 2.1 stages to ONNX (and TensorRT engines) for the onnxruntime/tensorrt backends",
-        description=__doc__.split("\n\n")[0] + " See sam2s_ros/export/__init__.py for the graphs.",
+        description=__doc__.split("\n\n")[0] + " See sam2s_ros/export/contract.py for the graphs.",
         epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,7 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         action="store_true",
         help="also write fp16 graphs (<stage>.fp16.onnx); with --tensorrt build fp16 engines",
     )
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 17..20 (default %(default)s)")
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default %(default)s)"
+    )
     p.add_argument(
         "--tensorrt",
         action="store_true",

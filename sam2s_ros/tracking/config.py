@@ -16,6 +16,18 @@ from sam2s_ros.errors import ConfigError
 
 MODEL_SIZES = ("tiny", "small", "base_plus", "large")
 MEMORY_ATTENTION_BATCHING = ("auto", "batched", "per_instrument")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+AUTOCAST_DTYPES = ("none", "bfloat16", "float16")
+#: valid image sizes: multiples of IMAGE_SIZE_STEP (the image encoder's stride) from IMAGE_SIZE_MIN on
+IMAGE_SIZE_MIN, IMAGE_SIZE_STEP = 128, 32
+
+
+def image_size_problem(image_size: int) -> Optional[str]:
+    """None for a valid model input size, else why it is not (for an error message)."""
+    if image_size < IMAGE_SIZE_MIN or image_size % IMAGE_SIZE_STEP != 0:
+        return f"must be a multiple of {IMAGE_SIZE_STEP} and >= {IMAGE_SIZE_MIN}, got {image_size}"
+    return None
+
 
 # EndoVis 2017 robotic instrument types (Allan et al., arXiv:1902.06426), ids 1..7.
 ENDOVIS17_CLASSES = (
@@ -133,14 +145,17 @@ class TrackerConfig:
         """Raise ConfigError naming the first invalid value."""
         if self.model_size not in MODEL_SIZES:
             raise ConfigError(f"model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
-        if self.image_size < 128 or self.image_size % 32 != 0:
-            raise ConfigError(f"image_size must be a multiple of 32 and >= 128, got {self.image_size}")
-        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
-            raise ConfigError(f"backend must be torch, onnxruntime or tensorrt, got {self.backend!r}")
+        if image_size_problem(self.image_size):
+            raise ConfigError(f"image_size {image_size_problem(self.image_size)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}, got {self.backend!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.autocast_dtype not in ("none", "bfloat16", "float16"):
-            raise ConfigError(f"autocast_dtype must be none, bfloat16 or float16, got {self.autocast_dtype!r}")
+        if self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ConfigError(
+                f"autocast_dtype must be {', '.join(AUTOCAST_DTYPES[:-1])} or {AUTOCAST_DTYPES[-1]}, "
+                f"got {self.autocast_dtype!r}"
+            )
         if not 1 <= self.max_instruments <= 64:
             raise ConfigError(f"max_instruments must be 1..64, got {self.max_instruments}")
         if self.fill_hole_area < 0:

@@ -21,12 +21,22 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
+from sam2s_ros.codec import LABEL_ENCODINGS
 from sam2s_ros.errors import ConfigError
-from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, MODEL_SIZES, DiveMemConfig, TrackerConfig
+from sam2s_ros.tracking.config import (
+    AUTOCAST_DTYPES,
+    BACKENDS,
+    IMAGE_SIZE_MIN,
+    IMAGE_SIZE_STEP,
+    MEMORY_ATTENTION_BATCHING,
+    MODEL_SIZES,
+    DiveMemConfig,
+    TrackerConfig,
+)
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
-LABEL_ENCODINGS = ("mono8", "mono16")
+
 MODELS_README = "models/README.md"
 
 
@@ -110,12 +120,15 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         "run with random weights when no checkpoint is given (tests/demos only: outputs are meaningless)",
     ),
     ParamSpec("seed", _T.seed, "torch seed for random weights", (0, 2**31 - 1, 0)),
-    ParamSpec("backend", _T.backend, "inference runtime", choices=("torch", "onnxruntime", "tensorrt")),
+    ParamSpec("backend", _T.backend, "inference runtime", choices=BACKENDS),
     ParamSpec("device", _T.device, "'cpu' or 'cuda[:N]'"),
     ParamSpec(
-        "image_size", _T.image_size, "model input side in pixels, multiple of 32 [SAM 2.1: 1024]", (128, 4096, 32)
+        "image_size",
+        _T.image_size,
+        "model input side in pixels, multiple of 32 [SAM 2.1: 1024]",
+        (IMAGE_SIZE_MIN, 4096, IMAGE_SIZE_STEP),
     ),
-    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=("none", "bfloat16", "float16")),
+    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=AUTOCAST_DTYPES),
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
     ParamSpec(

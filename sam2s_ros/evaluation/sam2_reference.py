@@ -1,4 +1,4 @@
-"""Helpers that run the official SAM 2.1 video predictor (sam2 1.1.0) as a test oracle.
+"""The official SAM 2.1 video predictor (sam2 1.1.0) as an oracle for parity tests and benchmarks.
 
 The oracle gets exactly our random weights and our preprocessed frames (its own JPEG
 loading/resizing is replaced), so a difference can only come from the tracking logic.
@@ -30,13 +30,6 @@ def sam21_config(image_size: int, **overrides) -> TrackerConfig:
         divemem=mem,
         **overrides,
     )
-
-
-def read_rgb(path) -> np.ndarray:
-    """[H, W, 3] uint8 RGB frame from an image file."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert bgr is not None, f"cannot read {path}"
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def official_predictor(state_dict: dict, image_size: int):
