@@ -66,12 +66,15 @@ def exported(tmp_path_factory):
 def test_every_graph_in_both_precisions_and_manifest(exported):
     assert sorted(exported.graphs) == sorted((s, p) for s in GRAPHS for p in ("fp32", "fp16"))
     for path in exported.graphs.values():
-        assert path.is_file() and path.parent == exported.out_dir
+        assert path.is_file()
+        assert path.parent == exported.out_dir
     manifest = json.loads((exported.out_dir / MANIFEST_FILE).read_text())
-    assert manifest["image_size"] == str(IMAGE_SIZE) and manifest["weights"] == WEIGHTS
+    assert manifest["image_size"] == str(IMAGE_SIZE)
+    assert manifest["weights"] == WEIGHTS
     assert set(manifest["graphs"].values()) == {p.name for p in exported.graphs.values()}
     with np.load(exported.out_dir / CONSTANTS_FILE) as c:
-        assert c["no_mem_embed"].shape == (256,) and c["maskmem_pos"].shape == (1, 64, 16, 16)
+        assert c["no_mem_embed"].shape == (256,)
+        assert c["maskmem_pos"].shape == (1, 64, 16, 16)
     assert not any(p.name.startswith(".") for p in exported.out_dir.parent.iterdir())  # staging folder removed
 
 
@@ -79,11 +82,16 @@ def test_metadata_in_every_graph(exported):
     for (stage, precision), path in exported.graphs.items():
         meta = read_metadata(path)
         assert set(META_KEYS) <= set(meta), path.name
-        assert meta["stage"] == stage and meta["precision"] == precision
-        assert meta["model"] == "sam2.1_hiera_tiny" and meta["model_size"] == "tiny"
-        assert meta["image_size"] == str(IMAGE_SIZE) and meta["opset"] == "17"
-        assert meta["checkpoint_sha256"] == "" and meta["weights"] == WEIGHTS
-        assert meta["sam2s_ros_version"] == __version__ and meta["graph_format"] == GRAPH_FORMAT
+        assert meta["stage"] == stage
+        assert meta["precision"] == precision
+        assert meta["model"] == "sam2.1_hiera_tiny"
+        assert meta["model_size"] == "tiny"
+        assert meta["image_size"] == str(IMAGE_SIZE)
+        assert meta["opset"] == "17"
+        assert meta["checkpoint_sha256"] == ""
+        assert meta["weights"] == WEIGHTS
+        assert meta["sam2s_ros_version"] == __version__
+        assert meta["graph_format"] == GRAPH_FORMAT
 
 
 def test_onnx_checker_passes(exported):
@@ -134,7 +142,8 @@ def test_mask_switch_equals_the_stage_row_by_row():
         without = stage(*args, None)
         with_mask = stage(*args, inp["mask_input"])
     for o, a, b in zip(ours, without, with_mask):
-        assert torch.allclose(o[0], a[0], atol=1e-6) and torch.allclose(o[1], b[1], atol=1e-6)
+        assert torch.allclose(o[0], a[0], atol=1e-6)
+        assert torch.allclose(o[1], b[1], atol=1e-6)
     assert sam.sam_prompt_encoder.__class__.__name__ == "PromptEncoder"  # swapped back
 
 

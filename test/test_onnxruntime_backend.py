@@ -53,7 +53,8 @@ def feats(torch_backend):
 
 def _close(ours, ref, what):
     ours, ref = torch.as_tensor(ours), torch.as_tensor(ref)
-    assert ours.shape == ref.shape and ours.dtype == ref.dtype == torch.float32, what
+    assert ours.shape == ref.shape, what
+    assert ours.dtype == ref.dtype == torch.float32, what
     diff = (ours - ref).abs().max().item()
     assert diff <= ATOL, f"{what}: max |diff| {diff:.2e}"
 
@@ -168,9 +169,11 @@ def test_fp16_graphs_run_on_cpu(onnx_dir, feats):
     assert attended.shape == (b, 256, hw, hw)
     maskmem, _ = backend.encode_memory(f16, torch.zeros(b, 1, IMAGE_SIZE, IMAGE_SIZE), torch.ones(b))
     assert maskmem.shape == (b, 64, hw, hw)
-    assert outs[4].shape == (b, 1, 64, 64) and outs[6].shape == (b, 256)
+    assert outs[4].shape == (b, 1, 64, 64)
+    assert outs[6].shape == (b, 256)
     for t in [*outs, attended, maskmem]:
-        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+        assert t.dtype == torch.float32
+        assert torch.isfinite(t).all()
 
 
 # ---- the whole tracker -----------------------------------------------------------------
@@ -282,7 +285,8 @@ def test_create_backend_builds_onnxruntime_from_the_config(onnx_dir):
     model = types.SimpleNamespace(checkpoint_sha256="", weights=WEIGHTS)
     cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, backend="onnxruntime", onnx_dir=str(onnx_dir))
     backend = create_backend(cfg, model)
-    assert backend.name == "onnxruntime" and backend.precision == "fp32"
+    assert backend.name == "onnxruntime"
+    assert backend.precision == "fp32"
     cfg.autocast_dtype = "float16"
     assert create_backend(cfg, model).precision == "fp16"
     cfg.autocast_dtype = "bfloat16"

@@ -40,7 +40,8 @@ def test_backend_names_what_is_missing(tmp_path):
     message = str(err.value)
     assert "backend 'tensorrt' needs" in message
     if not HAS_TRT:
-        assert "'tensorrt' Python package" in message and "pip install tensorrt-cu12" in message
+        assert "'tensorrt' Python package" in message
+        assert "pip install tensorrt-cu12" in message
     if not torch.cuda.is_available():
         assert "a CUDA GPU visible to torch" in message
 
@@ -142,7 +143,8 @@ def test_onnxruntime_gpu_providers_match_torch(tmp_path_factory, provider):
     ref = TorchBackend(build_random_model("tiny", IMAGE_SIZE, seed=0), device="cuda")
     image = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE).cuda()
     for a, r in zip(backend.encode_image(image), ref.encode_image(image)):
-        assert a.is_cuda and (a - r).abs().max() < 1e-2
+        assert a.is_cuda
+        assert (a - r).abs().max() < 1e-2
 
 
 @pytest.mark.gpu
