@@ -14,9 +14,7 @@ Runtimes whose libraries are missing raise BackendError naming what to install.
 from __future__ import annotations
 
 from sam2s_ros.errors import BackendError
-
-#: onnx_dir used when the configuration names none (``sam2s export --out`` default)
-DEFAULT_ONNX_DIR = "models/onnx"
+from sam2s_ros.export.contract import DEFAULT_ONNX_DIR
 
 
 def _graph_precision(cfg) -> str:

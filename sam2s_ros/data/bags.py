@@ -142,8 +142,8 @@ class BagWriter:
 
     Example:
         >>> with BagWriter(out, storage="mcap") as bag:
-        ...     bag.add_topic("/image", IMAGE_TYPE)
-        ...     bag.write("/image", stamp_ns, image)
+        ...     bag.add_topic("/image", codec.IMAGE_TYPE)
+        ...     bag.write("/image", stamp_ns, codec.image_msg(rgb, "rgb8", header, bag.types))
     """
 
     def __init__(self, path: Path, storage: Storage = DEFAULT_STORAGE, store: Optional[Typestore] = None) -> None:

@@ -33,7 +33,10 @@ from typing import Mapping, Optional, Union
 #: version of this I/O contract; stored in every graph, checked by the backends
 GRAPH_FORMAT = "1"
 
-#: ONNX opsets the export supports, and the default
+#: where ``sam2s export`` writes and the graph backends look by default (relative to the working directory)
+DEFAULT_ONNX_DIR = "models/onnx"
+
+#: ONNX opsets the TorchScript exporter of torch 2.13 writes and the backends accept, and the default
 MIN_OPSET, MAX_OPSET = 17, 20
 DEFAULT_OPSET = 17
 

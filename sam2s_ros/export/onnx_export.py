@@ -59,9 +59,8 @@ from sam2s_ros.export.contract import (
 )
 from sam2s_ros.model import stages
 from sam2s_ros.model.stages import memory_positional_encoding
-from sam2s_ros.tracking.config import MODEL_SIZES, image_size_problem
+from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig, image_size_problem
 
-#: ONNX opsets the TorchScript exporter of torch 2.13 writes and the backends accept
 #: example sizes of the dynamic axes while tracing (all != 1 so nothing specialises to 1)
 TRACE_DIMS = {"instruments": 2, "points": 3, "mem_frames": 3, "obj_ptrs": 4}
 
@@ -85,7 +84,7 @@ class ExportOptions:
 
     out_dir: Path
     model_size: str = "tiny"
-    image_size: int = 1024
+    image_size: int = TrackerConfig.image_size
     checkpoint: Optional[str] = None
     random_weights: bool = False
     seed: int = 0
@@ -143,7 +142,7 @@ def _sdpa_symbolic(g, query, key, value, attn_mask=None, dropout_p=None, is_caus
     torch's symbolic follows a boolean-mask softmax with ``Where(IsNaN(w), 0, w)`` over the
     whole [B, heads, Lq, Lk] weight matrix (for rows whose keys are all masked). The memory
     attention always has at least one valid memory per instrument, so here the guard is
-    left out (~10 % of the memory-attention time on CPU) and the query alone is scaled.
+    left out (its cost: docs/backends.md) and the query alone is scaled.
     Other uses (dropout, causal, explicit scale, float masks) go to torch's symbolic.
     """
     from torch.onnx import symbolic_helper as sh
@@ -511,7 +510,6 @@ def export_onnx(opts: ExportOptions) -> ExportResult:
         ExportError: bad options or a failed export; CheckpointError: unreadable checkpoint.
     """
     from sam2s_ros.model.loader import load_model
-    from sam2s_ros.tracking.config import TrackerConfig
 
     validate_options(opts)
     cfg = TrackerConfig(

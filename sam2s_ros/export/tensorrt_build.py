@@ -11,8 +11,8 @@ or foreign engine. Engines are specific to the GPU model and TensorRT version.
 Build offline, run online: ``sam2s export ... --tensorrt`` or :func:`build_engines`, then
 ``backend: tensorrt`` (sam2s_ros.backends.tensorrt_backend).
 
-NOT verified here: this machine has no GPU and TensorRT cannot be installed on it
-(../shared/notes/model-facts.md); written against the TensorRT 10 Python API and run by
+NOT verified on the development machine (no GPU, and TensorRT cannot be installed
+there); written against the TensorRT 10 Python API and run by
 ``scripts/gpu_verify.sh`` where both exist. What is tested here is that a missing
 ``tensorrt`` gives a clear ExportError.
 """

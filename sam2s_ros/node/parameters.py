@@ -36,7 +36,6 @@ from sam2s_ros.tracking.config import (
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
-
 MODELS_README = "models/README.md"
 
 
@@ -301,10 +300,8 @@ def inference_threads(requested: int, usable_cores: Optional[int] = None) -> int
     """CPU threads for inference: ``requested``, or when it is 0, the usable cores minus one (at least 1).
 
     One core is left to the ROS executor, which deserialises and converts every incoming
-    image even when inference is busy. Measured here (2 cores, 854x480 frames at 60 Hz from a
-    second process, 512 px model): with 2 inference threads a frame took 6.8-10.8 s and DDS
-    dropped most messages before the callback saw them; with 1 thread a frame took 1.3 s and
-    every message arrived (test_node_multiprocess flood test, 2026-11-22).
+    image even when inference is busy; without it DDS drops most messages of a fast camera
+    before the callback sees them (measurement: benchmarks/README.md, "Inference threads").
 
     Args:
         requested: the ``num_threads`` parameter (>= 0).

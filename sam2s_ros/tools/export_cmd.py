@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam2s_ros.export.contract import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from sam2s_ros.tracking.config import MODEL_SIZES
+from sam2s_ros.export.contract import DEFAULT_ONNX_DIR, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig
 
 COMMAND = "export"
-DEFAULT_OUT = Path("models/onnx")
-DEFAULT_IMAGE_SIZE = 1024
+DEFAULT_OUT = Path(DEFAULT_ONNX_DIR)
+DEFAULT_IMAGE_SIZE = TrackerConfig.image_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:

@@ -2,7 +2,7 @@
 
 Every limit and threshold carries the SAM 2.1 value it corresponds to (from the official
 ``sam2/configs/sam2.1/sam2.1_hiera_*.yaml`` and ``SAM2Base`` defaults) and, for DiveMem,
-the value from the SAM2S / ReSurgSAM2 description (../shared/notes/model-facts.md).
+the value from the SAM2S / ReSurgSAM2 papers.
 The ROS node fills these from its parameters (config/sam2s.yaml); this module is the only
 place that defines the defaults and validates them.
 """
@@ -114,13 +114,10 @@ class TrackerConfig:
             "batched" (default) = one call with batch = instruments, memories padded to a
             common size (padded keys masked); "per_instrument" = one call per instrument on
             its own unpadded memory (same masks to float tolerance); "auto" = batched on
-            CUDA, per instrument on CPU. On CPU the batched call is up to ~10 % slower here
-            (2 threads, 3 instruments, 512²: 0.98-1.03 s vs 0.92-0.95 s per frame), and the
-            cause is glibc malloc, not arithmetic: its larger temporaries are mmap'd and
-            page-faulted on every call (~750k minor faults per batched frame, none per
-            instrument). Starting the process with MALLOC_MMAP_THRESHOLD_=33554432
-            MALLOC_TRIM_THRESHOLD_=17179869184 removes the faults and the gap
-            (docs/backends.md).
+            CUDA, per instrument on CPU. On a CPU the batched call can be slower, because
+            glibc malloc mmaps and page-faults its larger temporaries on every call;
+            MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ remove the gap (measurements
+            and settings: docs/backends.md).
         divemem: memory limits, see DiveMemConfig.
     """
 

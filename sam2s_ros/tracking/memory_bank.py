@@ -8,7 +8,7 @@ Held per instrument (limits in sam2s_ros.tracking.config.DiveMemConfig):
 - with DiveMem on: up to ``long_term_frames`` long-term frames and a pool of at most
   ``candidate_pool_size`` candidates.
 
-DiveMem (after SAM2S / ReSurgSAM2, ../shared/notes/model-facts.md): a frame leaving the
+DiveMem (after the SAM2S / ReSurgSAM2 papers): a frame leaving the
 short-term window becomes a long-term candidate when its predicted IoU >=
 ``iou_threshold`` and object score >= ``object_score_threshold``. When the pool is full,
 the candidate least similar to what is already held (highest cosine similarity of its
