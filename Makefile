@@ -4,6 +4,7 @@
 #                   ARGS="my_video.mp4 --box x0,y0,x1,y1"), output bag + overlay video + J&F
 #                   (needs a checkpoint in models/, or ARGS=--random-weights)
 #   make test       run the test suite (pytest.ini: markers, per-test timeout)
+#   make lint       ruff format --check + ruff check (pyproject.toml); `make format` rewrites
 #   make clean      remove build outputs (keeps .venv)
 #   make distclean  clean + remove .venv
 # Extra pytest arguments: make test PYTEST_ARGS='-k interfaces -x'
@@ -15,7 +16,7 @@ PYTHON := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: setup demo test clean distclean
+.PHONY: setup demo test lint format clean distclean
 
 setup:
 	bash scripts/setup.sh
@@ -26,6 +27,15 @@ demo: setup
 test:
 	@test -x $(PYTHON) || { echo "make test: $(PYTHON) not found; run 'make setup' first." >&2; exit 1; }
 	$(PYTHON) -m pytest test -q -ra $(PYTEST_ARGS)
+
+lint:
+	@test -x $(VENV)/bin/ruff || { echo "make lint: $(VENV)/bin/ruff not found; run 'make setup' first." >&2; exit 1; }
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format:
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 clean:
 	rm -rf build install log .pytest_cache *.egg-info

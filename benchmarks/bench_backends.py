@@ -10,7 +10,7 @@ setting (long-term memory off, no hole filling; as test/test_tracker_parity.py):
 * ``onnxruntime``  InstrumentTracker on the onnxruntime backend (CPU EP, graphs exported by
                    this script into ``--onnx-cache`` unless already there);
 * ``official``     sam2 1.1.0 ``SAM2VideoPredictor`` with our weights and our preprocessed
-                   frames swapped into its state (test/sam2_reference.py), hole filling off;
+                   frames swapped into its state (sam2s_ros/evaluation/sam2_reference.py), hole filling off;
 * ``tensorrt``     (``--device cuda`` only) InstrumentTracker on native TensorRT engines.
 With ``--device cuda`` every implementation runs on the GPU (onnxruntime: TensorRT EP when
 onnxruntime-gpu has it, else CUDA EP); ``--fp16`` selects fp16 graphs / engines.
@@ -62,15 +62,14 @@ TARGETS = {"torch": 0.6, "official": 0.5}
 
 # ---- inside a child ----------------------------------------------------------------------
 def load_frames(data_dir: pathlib.Path, n: int):
-    """``n`` RGB frames (the clip cycled) and the frame-0 instrument labels."""
-    import cv2
+    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument labels."""
+    from sam2s_ros.data import read_davis_sequence
 
-    paths = sorted((data_dir / "frames").glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no frames in {data_dir / 'frames'} (see --data)")
-    unique = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:n]]
-    gt0 = cv2.imread(str(data_dir / "masks_instruments" / paths[0].name), cv2.IMREAD_GRAYSCALE)
-    return [unique[i % len(unique)] for i in range(n)], gt0
+    try:
+        clip = read_davis_sequence(data_dir, n)
+    except Exception as err:  # BagError: no frames there
+        raise SystemExit(f"{err} (see --data)") from None
+    return [clip.frames[i % len(clip.frames)] for i in range(n)], clip.labels[0]
 
 
 def make_prompts(gt0, n_instruments: int):
@@ -81,9 +80,11 @@ def make_prompts(gt0, n_instruments: int):
 
     ys, xs = np.nonzero(gt0 == 1)  # the grasper
     one = np.array([1], np.int32)
-    official = {1: dict(points=np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32), labels=one),
-                2: dict(box=np.array(BOX, np.float32)),
-                3: dict(points=np.array([OTHER_CLICK], np.float32), labels=one)}
+    official = {
+        1: dict(points=np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32), labels=one),
+        2: dict(box=np.array(BOX, np.float32)),
+        3: dict(points=np.array([OTHER_CLICK], np.float32), labels=one),
+    }
     official = {k: v for k, v in official.items() if k <= n_instruments}
     return [PromptInput(k, PromptMode.NEW, **v) for k, v in official.items()], official
 
@@ -91,17 +92,25 @@ def make_prompts(gt0, n_instruments: int):
 def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str, fp16: bool, batching: str):
     from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 
-    return TrackerConfig(model_size="tiny", image_size=size, allow_random_weights=True, seed=0, fill_hole_area=0,
-                         backend=backend, onnx_dir=onnx_dir, device=device,
-                         autocast_dtype="float16" if fp16 else "none", memory_attention_batching=batching,
-                         divemem=DiveMemConfig(long_term_enabled=False))
+    return TrackerConfig(
+        model_size="tiny",
+        image_size=size,
+        allow_random_weights=True,
+        seed=0,
+        fill_hole_area=0,
+        backend=backend,
+        onnx_dir=onnx_dir,
+        device=device,
+        autocast_dtype="float16" if fp16 else "none",
+        memory_attention_batching=batching,
+        divemem=DiveMemConfig(long_term_enabled=False),
+    )
 
 
 def run_ours(job: dict, frames, prompts) -> list[float]:
     from sam2s_ros.tracking.tracker import InstrumentTracker
 
-    cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"],
-                         job["batching"])
+    cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"], job["batching"])
     tracker = InstrumentTracker.from_config(cfg)
     times = []
     for i, frame in enumerate(frames):
@@ -116,9 +125,7 @@ def run_ours(job: dict, frames, prompts) -> list[float]:
 def run_official(job: dict, frames, prompts: dict) -> list[float]:
     import torch
 
-    sys.path.insert(0, str(REPO_ROOT / "test"))
-    from sam2_reference import official_init_state, official_predictor
-
+    from sam2s_ros.evaluation.sam2_reference import official_init_state, official_predictor
     from sam2s_ros.model.build import build_random_model
 
     predictor = official_predictor(build_random_model("tiny", job["size"], seed=0).state_dict(), job["size"])
@@ -146,10 +153,21 @@ def child_main(job: dict) -> None:
     ours, official = make_prompts(gt0, job["instruments"])
     load_before = os.getloadavg()[0]
     times = run_official(job, frames, official) if job["impl"] == "official" else run_ours(job, frames, ours)
-    timed = times[1 + job["warmup"]:]
-    print(RESULT_TAG + json.dumps({**job, "frame_times_s": times, "median_s": statistics.median(timed),
-                                   "min_s": min(timed), "load_before": load_before,
-                                   "load_after": os.getloadavg()[0]}), flush=True)
+    timed = times[1 + job["warmup"] :]
+    print(
+        RESULT_TAG
+        + json.dumps(
+            {
+                **job,
+                "frame_times_s": times,
+                "median_s": statistics.median(timed),
+                "min_s": min(timed),
+                "load_before": load_before,
+                "load_after": os.getloadavg()[0],
+            }
+        ),
+        flush=True,
+    )
 
 
 # ---- parent -------------------------------------------------------------------------------
@@ -162,8 +180,9 @@ def ensure_export(size: int, cache: pathlib.Path, fp16: bool, engines: bool) -> 
         from sam2s_ros.export.onnx_export import ExportOptions, export_onnx
 
         t0 = time.perf_counter()
-        export_onnx(ExportOptions(out_dir=out, model_size="tiny", image_size=size, random_weights=True, fp16=fp16,
-                                  force=True))
+        export_onnx(
+            ExportOptions(out_dir=out, model_size="tiny", image_size=size, random_weights=True, fp16=fp16, force=True)
+        )
         print(f"exported {size}² graphs to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     if engines:
         from sam2s_ros.export.tensorrt_build import BuildOptions, build_engines
@@ -186,11 +205,12 @@ def wait_until_quiet(max_busy_pct: float, max_wait_s: float) -> float:
 
 def run_child(job: dict) -> dict:
     env = dict(os.environ, TQDM_DISABLE="1", PYTHONPATH=str(REPO_ROOT))
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], env=env, capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(job)], env=env, capture_output=True, text=True
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_TAG):
-            return json.loads(line[len(RESULT_TAG):])
+            return json.loads(line[len(RESULT_TAG) :])
     raise RuntimeError(f"child {job} failed (rc {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -203,14 +223,19 @@ def summarize(rows: list[dict]) -> list[dict]:
     out = []
     for key in sorted({(r["size"], r["instruments"]) for r in rows}):
         med = {r["impl"]: r["median_s"] for r in rows if (r["size"], r["instruments"]) == key}
-        s = {"size": key[0], "instruments": key[1], **{f"{k}_s": med.get(k) for k in IMPLS},
-             "ort_vs_torch": ratio(med.get("onnxruntime"), med.get("torch")),
-             "ort_vs_official": ratio(med.get("onnxruntime"), med.get("official")),
-             "trt_vs_torch": ratio(med.get("tensorrt"), med.get("torch"))}
+        s = {
+            "size": key[0],
+            "instruments": key[1],
+            **{f"{k}_s": med.get(k) for k in IMPLS},
+            "ort_vs_torch": ratio(med.get("onnxruntime"), med.get("torch")),
+            "ort_vs_official": ratio(med.get("onnxruntime"), med.get("official")),
+            "trt_vs_torch": ratio(med.get("tensorrt"), med.get("torch")),
+        }
         if key[1] == 3:
             s["meets_target_vs_torch"] = s["ort_vs_torch"] is not None and s["ort_vs_torch"] <= TARGETS["torch"]
-            s["meets_target_vs_official"] = (s["ort_vs_official"] is not None
-                                             and s["ort_vs_official"] <= TARGETS["official"])
+            s["meets_target_vs_official"] = (
+                s["ort_vs_official"] is not None and s["ort_vs_official"] <= TARGETS["official"]
+            )
         out.append(s)
     return out
 
@@ -220,45 +245,75 @@ def table(summary: list[dict]) -> str:
         return "-" if x is None else format(x, spec)
 
     trt = any(s["tensorrt_s"] is not None for s in summary)
-    lines = ["| size | instruments | torch s/frame | onnxruntime s/frame | official s/frame | ORT/torch | "
-             "ORT/official |" + (" tensorrt s/frame | TRT/torch |" if trt else ""),
-             "|---|---|---|---|---|---|---|" + ("---|---|" if trt else "")]
+    lines = [
+        "| size | instruments | torch s/frame | onnxruntime s/frame | official s/frame | ORT/torch | "
+        "ORT/official |" + (" tensorrt s/frame | TRT/torch |" if trt else ""),
+        "|---|---|---|---|---|---|---|" + ("---|---|" if trt else ""),
+    ]
     for s in summary:
         extra = f" {f(s['tensorrt_s'])} | {f(s['trt_vs_torch'], '.2f')} |" if trt else ""
-        lines.append(f"| {s['size']}² | {s['instruments']} | {f(s['torch_s'])} | {f(s['onnxruntime_s'])} | "
-                     f"{f(s['official_s'])} | {f(s['ort_vs_torch'], '.2f')} | {f(s['ort_vs_official'], '.2f')} |"
-                     + extra)
+        lines.append(
+            f"| {s['size']}² | {s['instruments']} | {f(s['torch_s'])} | {f(s['onnxruntime_s'])} | "
+            f"{f(s['official_s'])} | {f(s['ort_vs_torch'], '.2f')} | {f(s['ort_vs_official'], '.2f')} |" + extra
+        )
     lines.append(f"targets (3 instruments): ORT/torch <= {TARGETS['torch']}, ORT/official <= {TARGETS['official']}")
     return "\n".join(lines)
 
 
 def parse_args(argv: Optional[list[str]] = None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__[__doc__.index("Usage:"):])
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__[__doc__.index("Usage:") :],
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="image sizes (default 512 1024)")
-    p.add_argument("--instruments", type=int, nargs="+", default=[1, 3], choices=[1, 2, 3],
-                   help="instrument counts (default 1 3)")
-    p.add_argument("--impls", nargs="+", default=list(CPU_IMPLS), choices=IMPLS,
-                   help=f"implementations (default {' '.join(CPU_IMPLS)})")
+    p.add_argument(
+        "--instruments", type=int, nargs="+", default=[1, 3], choices=[1, 2, 3], help="instrument counts (default 1 3)"
+    )
+    p.add_argument(
+        "--impls",
+        nargs="+",
+        default=list(CPU_IMPLS),
+        choices=IMPLS,
+        help=f"implementations (default {' '.join(CPU_IMPLS)})",
+    )
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] for every implementation (default cpu)")
-    p.add_argument("--fp16", action="store_true",
-                   help="fp16 graphs / engines for onnxruntime and tensorrt, float16 autocast for torch (cuda)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="fp16 graphs / engines for onnxruntime and tensorrt, float16 autocast for torch (cuda)",
+    )
     p.add_argument("--timed", type=int, help=f"timed frames (default per size: {DEFAULT_TIMED})")
     p.add_argument("--warmup", type=int, default=2, help="untimed frames after the prompt frame (default 2)")
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default 2)")
     sys.path.insert(0, str(REPO_ROOT))
     from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, TrackerConfig
 
-    p.add_argument("--batching", default=TrackerConfig.memory_attention_batching, choices=MEMORY_ATTENTION_BATCHING,
-                   help="memory_attention_batching of our tracker (default %(default)s, the node default)")
+    p.add_argument(
+        "--batching",
+        default=TrackerConfig.memory_attention_batching,
+        choices=MEMORY_ATTENTION_BATCHING,
+        help="memory_attention_batching of our tracker (default %(default)s, the node default)",
+    )
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help=f"clip folder (default {DEFAULT_DATA})")
-    p.add_argument("--onnx-cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "sam2s_bench_onnx",
-                   help="where the exported graphs are kept between runs (default %(default)s)")
-    p.add_argument("--quiet-cpu", type=float, default=25.0,
-                   help="before each run wait until the machine's CPU use is below this %% (default %(default)s)")
-    p.add_argument("--quiet-wait", type=float, default=90.0,
-                   help="longest wait for a quiet machine in seconds, 0 = no wait (default %(default)s)")
+    p.add_argument(
+        "--onnx-cache",
+        type=pathlib.Path,
+        default=pathlib.Path(tempfile.gettempdir()) / "sam2s_bench_onnx",
+        help="where the exported graphs are kept between runs (default %(default)s)",
+    )
+    p.add_argument(
+        "--quiet-cpu",
+        type=float,
+        default=25.0,
+        help="before each run wait until the machine's CPU use is below this %% (default %(default)s)",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=90.0,
+        help="longest wait for a quiet machine in seconds, 0 = no wait (default %(default)s)",
+    )
     p.add_argument("--out", type=pathlib.Path, help="write the results as JSON here")
     p.add_argument("--quick", action="store_true", help=f"smoke run: {QUICK}")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -281,21 +336,37 @@ def main(argv: Optional[list[str]] = None) -> int:
         onnx_dir = ensure_export(size, args.onnx_cache, args.fp16, "tensorrt" in args.impls) if needs_graphs else None
         for n in args.instruments:
             for impl in args.impls:
-                job = dict(impl=impl, size=size, instruments=n, threads=args.threads, warmup=args.warmup,
-                           device=args.device, fp16=args.fp16 and impl != "official",
-                           timed=args.timed or DEFAULT_TIMED.get(size, 5), data=str(args.data),
-                           onnx_dir=str(onnx_dir) if onnx_dir else None, batching=args.batching)
+                job = dict(
+                    impl=impl,
+                    size=size,
+                    instruments=n,
+                    threads=args.threads,
+                    warmup=args.warmup,
+                    device=args.device,
+                    fp16=args.fp16 and impl != "official",
+                    timed=args.timed or DEFAULT_TIMED.get(size, 5),
+                    data=str(args.data),
+                    onnx_dir=str(onnx_dir) if onnx_dir else None,
+                    batching=args.batching,
+                )
                 waited = wait_until_quiet(args.quiet_cpu, args.quiet_wait) if args.quiet_wait > 0 else 0.0
                 r = {**run_child(job), "waited_for_quiet_s": round(waited, 1)}
-                print(f"{size}² {n} instrument(s) {impl:12s} median {r['median_s']:.3f} s/frame "
-                      f"(min {r['min_s']:.3f}, load {r['load_before']:.1f}->{r['load_after']:.1f}, "
-                      f"waited {waited:.0f} s for a quiet machine)", flush=True)
+                print(
+                    f"{size}² {n} instrument(s) {impl:12s} median {r['median_s']:.3f} s/frame "
+                    f"(min {r['min_s']:.3f}, load {r['load_before']:.1f}->{r['load_after']:.1f}, "
+                    f"waited {waited:.0f} s for a quiet machine)",
+                    flush=True,
+                )
                 rows.append(r)
     summary = summarize(rows)
     print(table(summary))
     if args.out:
-        info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
-                "cpu_count": os.cpu_count(), "machine": platform.machine()}
+        info = {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+            "machine": platform.machine(),
+        }
         args.out.write_text(json.dumps({"machine": info, "summary": summary, "runs": rows}, indent=2) + "\n")
         print(f"wrote {args.out}")
     return 0

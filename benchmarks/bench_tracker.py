@@ -17,7 +17,7 @@ Measured, each configuration in its own subprocess (so peak RSS is per configura
   call (preprocessing included). Official: the time between two frames yielded by
   ``propagate_in_video`` (frames are preprocessed by ``init_state``, timed separately);
   official frames are our preprocessed tensors swapped into its state (as
-  test/sam2_reference.py does), so both see identical pixels.
+  sam2s_ros/evaluation/sam2_reference.py does), so both see identical pixels.
 * RSS growth (one instrument, ``--rss-size``): official on a ``--rss-frames``-long video
   each (its own JPEG loader; the 72 real frames cycled), RSS after propagation; ours:
   RSS after each ``--rss-frames`` count of tracked frames in one process.
@@ -44,7 +44,6 @@ import json
 import os
 import pathlib
 import platform
-import re
 import resource
 import statistics
 import subprocess
@@ -130,15 +129,14 @@ class FrameClock:
 
 
 def load_frames(data_dir: pathlib.Path, n: int):
-    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument mask."""
-    import cv2
+    """``n`` RGB uint8 frames (the clip's frames cycled) and the frame-0 instrument labels."""
+    from sam2s_ros.data import read_davis_sequence
 
-    paths = sorted((data_dir / "frames").glob("*.png"))
-    if not paths:
-        raise SystemExit(f"no frames in {data_dir / 'frames'} (see --data)")
-    unique = [cv2.cvtColor(cv2.imread(str(p), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB) for p in paths[:n]]
-    gt0 = cv2.imread(str(data_dir / "masks_instruments" / paths[0].name), cv2.IMREAD_GRAYSCALE)
-    return [unique[i % len(unique)] for i in range(n)], gt0
+    try:
+        clip = read_davis_sequence(data_dir, n)
+    except Exception as err:  # BagError: no frames there
+        raise SystemExit(f"{err} (see --data)") from None
+    return [clip.frames[i % len(clip.frames)] for i in range(n)], clip.labels[0]
 
 
 def make_prompts(gt0, n_instruments: int):
@@ -150,8 +148,11 @@ def make_prompts(gt0, n_instruments: int):
     ys, xs = np.nonzero(gt0 == 1)  # GT id 1 = the grasper
     grasper = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
     one = np.array([1], np.int32)
-    official = {1: dict(points=grasper, labels=one), 2: dict(box=np.array(BOX, np.float32)),
-                3: dict(points=np.array([OTHER_CLICK], np.float32), labels=one)}
+    official = {
+        1: dict(points=grasper, labels=one),
+        2: dict(box=np.array(BOX, np.float32)),
+        3: dict(points=np.array([OTHER_CLICK], np.float32), labels=one),
+    }
     official = {k: v for k, v in official.items() if k <= n_instruments}
     ours = [PromptInput(k, PromptMode.NEW, **v) for k, v in official.items()]
     return ours, official
@@ -162,8 +163,14 @@ def tracker_config(impl: str, image_size: int):
 
     if impl == "ours_divemem":
         return TrackerConfig(model_size="tiny", image_size=image_size, allow_random_weights=True, seed=0)
-    return TrackerConfig(model_size="tiny", image_size=image_size, allow_random_weights=True, seed=0,
-                         fill_hole_area=0, divemem=DiveMemConfig(long_term_enabled=False))
+    return TrackerConfig(
+        model_size="tiny",
+        image_size=image_size,
+        allow_random_weights=True,
+        seed=0,
+        fill_hole_area=0,
+        divemem=DiveMemConfig(long_term_enabled=False),
+    )
 
 
 def build_official(image_size: int):
@@ -174,8 +181,12 @@ def build_official(image_size: int):
 
     tracker = InstrumentTracker.from_config(tracker_config("ours", image_size))
     state_dict = tracker.backend.sam.state_dict()
-    predictor = build_sam2_video_predictor("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu",
-                                           hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    predictor = build_sam2_video_predictor(
+        "configs/sam2.1/sam2.1_hiera_t.yaml",
+        ckpt_path=None,
+        device="cpu",
+        hydra_overrides_extra=[f"++model.image_size={image_size}"],
+    )
     predictor.load_state_dict(state_dict)
     predictor.fill_hole_area = 0  # its hole filling needs the CUDA extension
     del tracker, state_dict
@@ -241,11 +252,17 @@ def run_ours(job: dict, frames, prompts: list, checkpoints: list[int]) -> dict:
             raise RuntimeError(f"prompts rejected: {result.rejected_prompts}")
         if i + 1 in checkpoints:
             rss_at[i + 1] = rss_mb()
-    out.update(prompt_s=clock.wall[0], frame_times_s=clock.wall, frame_cpu_s=clock.cpu,
-               frame_others_share=clock.others, rss_at_mb=rss_at,
-               memory_sizes={str(k): v for k, v in tracker.memory_sizes().items()},
-               stage_median_s={k: statistics.median(st.get(k, 0.0) for st in stages[1 + WARMUP_FRAMES:])
-                               for k in stages[-1]} if len(stages) > 1 + WARMUP_FRAMES else {})
+    out.update(
+        prompt_s=clock.wall[0],
+        frame_times_s=clock.wall,
+        frame_cpu_s=clock.cpu,
+        frame_others_share=clock.others,
+        rss_at_mb=rss_at,
+        memory_sizes={str(k): v for k, v in tracker.memory_sizes().items()},
+        stage_median_s={k: statistics.median(st.get(k, 0.0) for st in stages[1 + WARMUP_FRAMES :]) for k in stages[-1]}
+        if len(stages) > 1 + WARMUP_FRAMES
+        else {},
+    )
     return out
 
 
@@ -262,14 +279,20 @@ def child_main(job: dict) -> None:
         res = run_official(job, frames, official_prompts, checkpoints)
     else:
         res = run_ours(job, frames, ours_prompts, checkpoints)
-    timed = res["frame_times_s"][1 + WARMUP_FRAMES:]
-    timed_cpu = res["frame_cpu_s"][1 + WARMUP_FRAMES:]
-    quiet = [t for t, o in zip(timed, res["frame_others_share"][1 + WARMUP_FRAMES:]) if o < QUIET_FRAME_SHARE]
-    res.update(job, timed_frames=len(timed), median_s=statistics.median(timed) if timed else None,
-               min_s=min(timed) if timed else None,
-               median_cpu_s=statistics.median(timed_cpu) if timed_cpu else None,
-               quiet_frames=len(quiet), median_quiet_s=statistics.median(quiet) if quiet else None,
-               peak_run_mb=peak_rss_mb() if res["peak_reset"] else None, rss_end_mb=rss_mb())
+    timed = res["frame_times_s"][1 + WARMUP_FRAMES :]
+    timed_cpu = res["frame_cpu_s"][1 + WARMUP_FRAMES :]
+    quiet = [t for t, o in zip(timed, res["frame_others_share"][1 + WARMUP_FRAMES :]) if o < QUIET_FRAME_SHARE]
+    res.update(
+        job,
+        timed_frames=len(timed),
+        median_s=statistics.median(timed) if timed else None,
+        min_s=min(timed) if timed else None,
+        median_cpu_s=statistics.median(timed_cpu) if timed_cpu else None,
+        quiet_frames=len(quiet),
+        median_quiet_s=statistics.median(quiet) if quiet else None,
+        peak_run_mb=peak_rss_mb() if res["peak_reset"] else None,
+        rss_end_mb=rss_mb(),
+    )
     res["peak_proc_mb"] = max(res["peak_build_mb"], peak_rss_mb())
     print(RESULT_TAG + json.dumps(res), flush=True)
 
@@ -299,8 +322,9 @@ def run_child(job: dict, args) -> dict:
     busy0 = busy_cpu_s()
     own0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(job)], env=env,
-                          stdout=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(job)], env=env, stdout=subprocess.PIPE, text=True
+    )
     wall = time.perf_counter() - t0
     own1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = (own1.ru_utime - own0.ru_utime) + (own1.ru_stime - own0.ru_stime)
@@ -308,10 +332,16 @@ def run_child(job: dict, args) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_TAG)]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"child {job} failed with exit code {proc.returncode}")
-    res = json.loads(lines[-1][len(RESULT_TAG):])
+    res = json.loads(lines[-1][len(RESULT_TAG) :])
     # others_cpu_pct: CPU time used by other processes during the run, % of all cores
-    res.update(wall_s=wall, waited_quiet_s=waited, load1_before=load_before, load1_after=os.getloadavg()[0],
-               own_cpu_s=own, others_cpu_pct=100.0 * others / (wall * (os.cpu_count() or 1)))
+    res.update(
+        wall_s=wall,
+        waited_quiet_s=waited,
+        load1_before=load_before,
+        load1_after=os.getloadavg()[0],
+        own_cpu_s=own,
+        others_cpu_pct=100.0 * others / (wall * (os.cpu_count() or 1)),
+    )
     return res
 
 
@@ -323,17 +353,38 @@ def plan_jobs(args) -> tuple[list[dict], list[dict]]:
         n = args.frames or DEFAULT_FRAMES.get(size, 12)
         for k in args.instruments:
             for impl in args.impls:
-                speed.append(dict(base, kind="speed", impl=impl, size=size, instruments=k, n_frames=n,
-                                  swap_frames=True))
+                speed.append(
+                    dict(base, kind="speed", impl=impl, size=size, instruments=k, n_frames=n, swap_frames=True)
+                )
     rss = []
     counts = sorted(set(args.rss_frames))
     for impl in args.impls if counts else ():
         if impl == "official":  # one video per length: init_state loads them all
-            rss += [dict(base, kind="rss", impl=impl, size=args.rss_size, instruments=1, n_frames=n,
-                         swap_frames=False, checkpoints=counts) for n in counts]
+            rss += [
+                dict(
+                    base,
+                    kind="rss",
+                    impl=impl,
+                    size=args.rss_size,
+                    instruments=1,
+                    n_frames=n,
+                    swap_frames=False,
+                    checkpoints=counts,
+                )
+                for n in counts
+            ]
         else:  # one stream, RSS read after each count
-            rss.append(dict(base, kind="rss", impl=impl, size=args.rss_size, instruments=1,
-                            n_frames=counts[-1], checkpoints=counts))
+            rss.append(
+                dict(
+                    base,
+                    kind="rss",
+                    impl=impl,
+                    size=args.rss_size,
+                    instruments=1,
+                    n_frames=counts[-1],
+                    checkpoints=counts,
+                )
+            )
     return speed, rss
 
 
@@ -344,10 +395,12 @@ def fmt(x, spec=".2f") -> str:
 def speed_table(rows: list[dict]) -> str:
     """Markdown: median wall time per frame over all timed frames (the issue's metric) and
     over the quiet ones only, each as a ratio to the official predictor; CPU time per frame."""
-    head = ("| size | instr. | implementation | frames (timed) | median s/frame | vs official "
-            "| quiet frames: median s (n) | vs official | target | median CPU s/frame | init_state s "
-            "| prompt frame s | peak RSS run / process (MiB) | others' CPU % |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| size | instr. | implementation | frames (timed) | median s/frame | vs official "
+        "| quiet frames: median s (n) | vs official | target | median CPU s/frame | init_state s "
+        "| prompt frame s | peak RSS run / process (MiB) | others' CPU % |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     official = {(r["size"], r["instruments"]): r for r in rows if r["impl"] == "official"}
     lines = []
     for r in rows:
@@ -362,7 +415,8 @@ def speed_table(rows: list[dict]) -> str:
             f"| {fmt(r['median_quiet_s'], '.3f')} ({r['quiet_frames']}) | {_verdict(quiet_ratio, target)} "
             f"| {'≤ %.1f×' % target if target else ''} | {fmt(r['median_cpu_s'], '.3f')} "
             f"| {fmt(r.get('init_state_s'))} | {fmt(r['prompt_s'])} "
-            f"| {fmt(r['peak_run_mb'], '.0f')} / {fmt(r['peak_proc_mb'], '.0f')} | {r['others_cpu_pct']:.0f} |")
+            f"| {fmt(r['peak_run_mb'], '.0f')} / {fmt(r['peak_proc_mb'], '.0f')} | {r['others_cpu_pct']:.0f} |"
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -385,9 +439,11 @@ def _verdict(ratio: Optional[float], target: Optional[float]) -> str:
 
 def rss_table(rows: list[dict], counts: list[int]) -> str:
     cols = " | ".join(f"RSS after {n} (MiB)" for n in counts)
-    head = (f"| implementation | video frames | {cols} | growth per frame (MiB) | peak RSS run (MiB) "
-            "| median s/frame (quiet frames) | others' CPU % |\n"
-            "|---|---|" + "---|" * len(counts) + "---|---|---|---|\n")
+    head = (
+        f"| implementation | video frames | {cols} | growth per frame (MiB) | peak RSS run (MiB) "
+        "| median s/frame (quiet frames) | others' CPU % |\n"
+        "|---|---|" + "---|" * len(counts) + "---|---|---|---|\n"
+    )
     lines = []
     by_impl: dict[str, dict[int, float]] = {}
     for r in rows:
@@ -397,15 +453,20 @@ def rss_table(rows: list[dict], counts: list[int]) -> str:
         else:
             by_impl[r["impl"]] = at
         cells = " | ".join(fmt(at.get(n), ".0f") for n in counts)
-        lines.append(f"| {r['impl']} | {r['n_frames']} | {cells} | | {fmt(r['peak_run_mb'], '.0f')} "
-                     f"| {fmt(r['median_s'], '.3f')} ({r['quiet_frames']}/{r['timed_frames']}) "
-                     f"| {r['others_cpu_pct']:.0f} |")
+        lines.append(
+            f"| {r['impl']} | {r['n_frames']} | {cells} | | {fmt(r['peak_run_mb'], '.0f')} "
+            f"| {fmt(r['median_s'], '.3f')} ({r['quiet_frames']}/{r['timed_frames']}) "
+            f"| {r['others_cpu_pct']:.0f} |"
+        )
     for impl, at in by_impl.items():
         if len(counts) >= 2 and counts[0] in at and counts[-1] in at:
             slope = (at[counts[-1]] - at[counts[0]]) / (counts[-1] - counts[0])
             how = "separate videos" if impl == "official" else "one stream"
-            lines.append(f"| **{impl}** growth {counts[0]}→{counts[-1]} ({how}) | | "
-                         + " | ".join(fmt(at.get(n), ".0f") for n in counts) + f" | **{slope:.2f}** | | | |")
+            lines.append(
+                f"| **{impl}** growth {counts[0]}→{counts[-1]} ({how}) | | "
+                + " | ".join(fmt(at.get(n), ".0f") for n in counts)
+                + f" | **{slope:.2f}** | | | |"
+            )
     return head + "\n".join(lines) + "\n"
 
 
@@ -414,8 +475,11 @@ def machine_info() -> dict:
 
     model = ""
     try:
-        model = next(ln.split(":", 1)[1].strip() for ln in subprocess.run(
-            ["lscpu"], capture_output=True, text=True).stdout.splitlines() if ln.startswith("Model name"))
+        model = next(
+            ln.split(":", 1)[1].strip()
+            for ln in subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
+            if ln.startswith("Model name")
+        )
     except (OSError, StopIteration):
         pass
     try:
@@ -424,36 +488,60 @@ def machine_info() -> dict:
         sam2_version = version("sam2")
     except Exception:  # noqa: BLE001 - only informative
         sam2_version = "?"
-    return dict(date=datetime.datetime.now().isoformat(timespec="seconds"), machine=platform.machine(),
-                cpu=model, cores=os.cpu_count(), torch=torch.__version__, sam2=sam2_version,
-                python=platform.python_version())
+    return dict(
+        date=datetime.datetime.now().isoformat(timespec="seconds"),
+        machine=platform.machine(),
+        cpu=model,
+        cores=os.cpu_count(),
+        torch=torch.__version__,
+        sam2=sam2_version,
+        python=platform.python_version(),
+    )
 
 
 def parse_args(argv: Optional[list[str]] = None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", help="model input sizes [512 1024]")
     p.add_argument("--instruments", type=int, nargs="+", choices=(1, 2, 3), help="instrument counts [1 3]")
-    p.add_argument("--frames", type=int, help="frames per speed run incl. the prompt frame and "
-                   f"{WARMUP_FRAMES} warm-up frames [{DEFAULT_FRAMES}]")
-    p.add_argument("--rss-frames", type=int, nargs="*", help="frame counts for the RSS-growth runs [50 300]; "
-                   "none to skip them")
+    p.add_argument(
+        "--frames",
+        type=int,
+        help=f"frames per speed run incl. the prompt frame and {WARMUP_FRAMES} warm-up frames [{DEFAULT_FRAMES}]",
+    )
+    p.add_argument(
+        "--rss-frames", type=int, nargs="*", help="frame counts for the RSS-growth runs [50 300]; none to skip them"
+    )
     p.add_argument("--rss-size", type=int, help="model input size of the RSS-growth runs [512]")
     p.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS), help="implementations [all]")
     p.add_argument("--threads", type=int, default=2, help="torch threads [2]")
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help=f"clip folder [{DEFAULT_DATA}]")
-    p.add_argument("--quiet-cpu", type=float, default=25.0, help="before each configuration wait until other "
-                   "processes use less than this %% of all cores [25] ...")
-    p.add_argument("--quiet-wait", type=float, default=30.0,
-                   help="... but at most this many seconds; 0: never wait [30]")
-    p.add_argument("--retries", type=int, default=1, help="run a speed configuration again (at most this "
-                   "many times) when fewer than half of its timed frames were quiet; the quieter attempt is kept [1]")
+    p.add_argument(
+        "--quiet-cpu",
+        type=float,
+        default=25.0,
+        help="before each configuration wait until other processes use less than this %% of all cores [25] ...",
+    )
+    p.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="... but at most this many seconds; 0: never wait [30]"
+    )
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=1,
+        help="run a speed configuration again (at most this "
+        "many times) when fewer than half of its timed frames were quiet; the quieter attempt is kept [1]",
+    )
     p.add_argument("--out", type=pathlib.Path, help="write all results to this JSON file")
     p.add_argument("--quick", action="store_true", help=f"smoke run: defaults become {QUICK}")
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    defaults = QUICK if args.quick else dict(sizes=[512, 1024], instruments=[1, 3], frames=None,
-                                             rss_frames=[50, 300], rss_size=512)
+    defaults = (
+        QUICK
+        if args.quick
+        else dict(sizes=[512, 1024], instruments=[1, 3], frames=None, rss_frames=[50, 300], rss_size=512)
+    )
     for key, value in defaults.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -471,21 +559,30 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"no clip at {args.data} (see --data / SAM2S_SHARED_DIR)", file=sys.stderr)
         return 2
     speed_jobs, rss_jobs = plan_jobs(args)
-    meta = dict(machine_info(), args={k: (str(v) if isinstance(v, pathlib.Path) else v)
-                                      for k, v in vars(args).items() if k != "child"},
-                load_before=os.getloadavg())
+    meta = dict(
+        machine_info(),
+        args={k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items() if k != "child"},
+        load_before=os.getloadavg(),
+    )
     results: dict = dict(meta=meta, speed=[], rss=[])
     t_start = time.perf_counter()
     for kind, jobs in (("speed", speed_jobs), ("rss", rss_jobs)):
         for i, job in enumerate(jobs):
-            print(f"[{time.perf_counter() - t_start:6.0f} s] {kind} {i + 1}/{len(jobs)}: {job['impl']} "
-                  f"{job['size']}² x{job['instruments']} {job['n_frames']} frames", file=sys.stderr, flush=True)
+            print(
+                f"[{time.perf_counter() - t_start:6.0f} s] {kind} {i + 1}/{len(jobs)}: {job['impl']} "
+                f"{job['size']}² x{job['instruments']} {job['n_frames']} frames",
+                file=sys.stderr,
+                flush=True,
+            )
             res = run_child(job, args)
             for attempt in range(2, args.retries + 2 if kind == "speed" else 0):
                 if mostly_quiet(res):
                     break
-                print(f"           {res['quiet_frames']}/{res['timed_frames']} frames quiet: attempt {attempt}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"           {res['quiet_frames']}/{res['timed_frames']} frames quiet: attempt {attempt}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 again = run_child(job, args)
                 res = max((res, again), key=lambda r: (r["quiet_frames"], -r["median_s"]))
                 res["attempts"] = attempt
@@ -493,14 +590,19 @@ def main(argv: Optional[list[str]] = None) -> int:
             if args.out:  # partial results survive an interrupted run
                 args.out.write_text(json.dumps(results, indent=1))
     rows = results["speed"] + results["rss"]
-    meta.update(load_after=os.getloadavg(), total_s=time.perf_counter() - t_start,
-                others_cpu_pct_mean=statistics.mean(r["others_cpu_pct"] for r in rows) if rows else None)
+    meta.update(
+        load_after=os.getloadavg(),
+        total_s=time.perf_counter() - t_start,
+        others_cpu_pct_mean=statistics.mean(r["others_cpu_pct"] for r in rows) if rows else None,
+    )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
-    print(f"\n{meta['date']}, {meta['machine']} {meta['cpu']} ({meta['cores']} cores), torch {meta['torch']}, "
-          f"sam2 {meta['sam2']}, {args.threads} threads; load average before {meta['load_before'][0]:.2f}, "
-          f"after {meta['load_after'][0]:.2f}; other processes used {fmt(meta['others_cpu_pct_mean'], '.0f')} % of "
-          f"the cores on average; total {meta['total_s'] / 60:.1f} min\n")
+    print(
+        f"\n{meta['date']}, {meta['machine']} {meta['cpu']} ({meta['cores']} cores), torch {meta['torch']}, "
+        f"sam2 {meta['sam2']}, {args.threads} threads; load average before {meta['load_before'][0]:.2f}, "
+        f"after {meta['load_after'][0]:.2f}; other processes used {fmt(meta['others_cpu_pct_mean'], '.0f')} % of "
+        f"the cores on average; total {meta['total_s'] / 60:.1f} min\n"
+    )
     if results["speed"]:
         print(speed_table(results["speed"]))
     if results["rss"]:

@@ -38,9 +38,18 @@ def measure(size: int, steps: int, warmup: int, threads: int, cache_dir: str) ->
 
     torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as out:
-        cfg = load_train_config(str(RECIPE), [f"image_size={size}", f"out_dir={out}", f"feature_cache={cache_dir}",
-                                              f"num_threads={threads}", "data.val_sequences=[]",
-                                              f"steps={steps + warmup}", "data.sources.0.sequences=[dog,camel]"])
+        cfg = load_train_config(
+            str(RECIPE),
+            [
+                f"image_size={size}",
+                f"out_dir={out}",
+                f"feature_cache={cache_dir}",
+                f"num_threads={threads}",
+                "data.val_sequences=[]",
+                f"steps={steps + warmup}",
+                "data.sources.0.sequences=[dog,camel]",
+            ],
+        )
         tr = Trainer(cfg, progress=False)
         t0 = time.perf_counter()
         tr.cache.fill(tr.train_seqs, progress=False)
@@ -52,9 +61,16 @@ def measure(size: int, steps: int, warmup: int, threads: int, cache_dir: str) ->
             if i >= warmup:
                 times.append(time.perf_counter() - t0)
     s = statistics.median(times)
-    return {"image_size": size, "s_per_step": round(s, 3), "clips_per_s": round(cfg.batch_size / s, 3),
-            "clip_frames": cfg.data.clip_frames, "threads": threads, "timed_steps": steps,
-            "cache_fill_s": round(cache_s, 1), "all_s": [round(t, 3) for t in times]}
+    return {
+        "image_size": size,
+        "s_per_step": round(s, 3),
+        "clips_per_s": round(cfg.batch_size / s, 3),
+        "clip_frames": cfg.data.clip_frames,
+        "threads": threads,
+        "timed_steps": steps,
+        "cache_fill_s": round(cache_s, 1),
+        "all_s": [round(t, 3) for t in times],
+    }
 
 
 def main() -> int:
@@ -71,8 +87,12 @@ def main() -> int:
         row = measure(size, args.steps, args.warmup, args.threads, args.cache)
         print(json.dumps(row))
         rows.append(row)
-    report = {"date": datetime.date.today().isoformat(), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} cores", "load_avg_1m": os.getloadavg()[0], "results": rows}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_avg_1m": os.getloadavg()[0],
+        "results": rows,
+    }
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

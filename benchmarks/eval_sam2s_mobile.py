@@ -32,9 +32,25 @@ CLIPS = {
 
 
 def demo(clip: str, extra: list[str], checkpoint: str, image_size: int, backend: str, out: pathlib.Path) -> dict:
-    cmd = [sys.executable, "-m", "sam2s_ros.tools.cli", "demo", str(SHARED / "data" / clip), *extra,
-           "--checkpoint", checkpoint, "--image-size", str(image_size), "--backend", backend, "--prompt-type", "box",
-           "--out", str(out), "--force"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sam2s_ros.tools.cli",
+        "demo",
+        str(SHARED / "data" / clip),
+        *extra,
+        "--checkpoint",
+        checkpoint,
+        "--image-size",
+        str(image_size),
+        "--backend",
+        backend,
+        "--prompt-type",
+        "box",
+        "--out",
+        str(out),
+        "--force",
+    ]
     if backend != "torch":
         cmd += ["--onnx-dir", str(out.parent / "onnx")]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -53,8 +69,9 @@ def training_fit(checkpoint: str, image_size: int, frames: int) -> dict:
     from sam2s_ros.training.validation import track_and_score
 
     model = load_model(TrackerConfig(model_size=MOBILE_MODEL, image_size=image_size, checkpoint=checkpoint))
-    data = DataConfig(sources=[SourceConfig(path=str(SHARED / "data" / "davis2016_train"))],
-                      max_frames_per_sequence=frames)
+    data = DataConfig(
+        sources=[SourceConfig(path=str(SHARED / "data" / "davis2016_train"))], max_frames_per_sequence=frames
+    )
     cfg = TrainConfig(image_size=image_size, val_frames=frames, data=data)
     seqs = load_all(data, image_size)
     return track_and_score(model.sam, None, seqs, cfg, torch.device("cpu"))
@@ -70,8 +87,12 @@ def main() -> int:
     ap.add_argument("--clips", nargs="+", default=list(CLIPS))
     ap.add_argument("--out", type=pathlib.Path, default=None)
     args = ap.parse_args()
-    report = {"date": datetime.date.today().isoformat(), "checkpoint": args.checkpoint, "image_size": args.image_size,
-              "clips": {}}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "checkpoint": args.checkpoint,
+        "image_size": args.image_size,
+        "clips": {},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         for clip in args.clips:
             extra, what = CLIPS[clip]

@@ -11,11 +11,12 @@ Every other parameter comes from params_file (default: the package's config/sam2
 The launch arguments image_topic, checkpoint and backend override it only when not empty.
 """
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
+
+from launch import LaunchDescription
 
 PACKAGE = "sam2s_ros"
 EXECUTABLE = "sam2s_node"

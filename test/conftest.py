@@ -26,8 +26,7 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DIR = pathlib.Path(os.environ.get("SAM2S_SHARED_DIR", REPO_ROOT.parent / "shared"))
 FASTDDS_PROFILE = REPO_ROOT / "config" / "fastdds_localhost.xml"
 SHARED_MISSING_REASON = (
-    "../shared not present: real data tests need the shared folder beside the repo "
-    f"(looked for {SHARED_DIR})"
+    f"../shared not present: real data tests need the shared folder beside the repo (looked for {SHARED_DIR})"
 )
 
 

@@ -221,8 +221,10 @@ def differences(expected: Any, actual: Any, path: str = "") -> list[str]:
         for i, (e, a) in enumerate(zip(expected, actual)):
             out.extend(differences(e, a, f"{path}[{i}]"))
         return out
-    if expected != actual or type(expected) is not type(actual) and not (
-        isinstance(expected, (int, float)) and isinstance(actual, (int, float))
+    if (
+        expected != actual
+        or type(expected) is not type(actual)
+        and not (isinstance(expected, (int, float)) and isinstance(actual, (int, float)))
     ):
         return [f"{path or '<value>'}: {actual!r} != expected {expected!r}"]
     return []

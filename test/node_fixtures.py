@@ -15,7 +15,6 @@ import threading
 import time
 from typing import Callable, Optional
 
-import cv2
 import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
@@ -27,23 +26,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
-from sam2s_ros.conversions import array_to_image_msg
+from sam2s_ros import codec
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
 from sam2s_ros.srv import AddPrompt
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-FRAMES_SUBDIR = "data/cholecseg8k_clip/frames"
 # Small model settings for tests: random weights (no checkpoint exists on these machines).
 TEST_PARAMS = {"model_size": "tiny", "image_size": 256, "allow_random_weights": True, "diagnostics_period": 0.5}
-
-
-def load_frames(shared_dir: pathlib.Path, count: int) -> list[np.ndarray]:
-    """The first ``count`` real laparoscopic frames, [480, 854, 3] uint8 RGB."""
-    folder = shared_dir / FRAMES_SUBDIR
-    if not folder.is_dir():
-        pytest.skip(f"real frames not found at {folder}")
-    files = sorted(folder.glob("*.png"))[:count]
-    return [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB) for f in files]
 
 
 def synthetic_frame(h: int = 120, w: int = 160) -> np.ndarray:
@@ -61,7 +50,7 @@ def header(stamp_s: float, frame_id: str = "endoscope") -> Header:
 
 
 def image_msg(rgb: np.ndarray, stamp_s: float, frame_id: str = "endoscope") -> Image:
-    return array_to_image_msg(rgb, "rgb8", header(stamp_s, frame_id))
+    return codec.image_msg(rgb, "rgb8", header(stamp_s, frame_id))
 
 
 def stamp_s(h: Header) -> float:

@@ -14,6 +14,7 @@ from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES, TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import ClassSource
+
 from tracker_fixtures import click, load_frames
 
 SIZE = 128
@@ -37,7 +38,8 @@ def test_official_layout_loads_and_matches_the_weights(tiny_state, tmp_path, sha
     path = tmp_path / "sam2.1_hiera_tiny.pt"
     torch.save({"model": tiny_state}, path)
     tr = _tracker(path)
-    assert tr.describe()["weights"] == f"checkpoint {path}" and not tr.describe()["semantic_head_trained"]
+    assert tr.describe()["weights"] == f"checkpoint {path}"
+    assert not tr.describe()["semantic_head_trained"]
     loaded = tr.backend.sam.state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in tiny_state.items())
     # the same weights from safetensors give identical masks
@@ -108,16 +110,19 @@ def test_semantic_head_gives_model_classes(tiny_state, tmp_path, shared_dir):
     bias[0] = 1e4
     emb[3, 0] = 1.0
     state = dict(tiny_state)
-    state.update({"semantic_head.proj.weight": proj, "semantic_head.proj.bias": bias,
-                  "semantic_head.class_embeddings": emb})
+    state.update(
+        {"semantic_head.proj.weight": proj, "semantic_head.proj.bias": bias, "semantic_head.class_embeddings": emb}
+    )
     path = tmp_path / "sam2s.pt"
     torch.save({"model": state}, path)
     tr = _tracker(path)
     assert tr.describe()["semantic_head_trained"]
     frame = load_frames(shared_dir, 1)[0]
     r = tr.track(frame, [click(1, 430, 300, class_id=1)]).instruments[0]
-    assert r.visible and r.class_source == ClassSource.MODEL
-    assert (r.class_id, r.class_name) == (4, ENDOVIS17_CLASSES[3]) and r.class_score > 0.9
+    assert r.visible
+    assert r.class_source == ClassSource.MODEL
+    assert (r.class_id, r.class_name) == (4, ENDOVIS17_CLASSES[3])
+    assert r.class_score > 0.9
     # a head whose class count differs from the vocabulary is refused
     state["semantic_head.class_embeddings"] = emb[:3]
     torch.save({"model": state}, path)

@@ -16,7 +16,8 @@ def test_without_checkpoint_it_stops_with_instructions(tmp_path, monkeypatch, ca
     code = cli.main(["demo", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
     assert code == 2
-    assert "models/README.md" in err and "--random-weights" in err
+    assert "models/README.md" in err
+    assert "--random-weights" in err
     assert not (tmp_path / "run").exists()
 
 
@@ -35,7 +36,8 @@ def test_random_weights_run_says_so_everywhere(shared_dir, tmp_path, monkeypatch
     assert results["eval"]["overall"]["JF"] is not None
     video = cv2.VideoCapture(str(out / "overlay.mp4"))
     ok, frame = video.read()
-    assert ok and frame.shape == (480, 854, 3)
+    assert ok
+    assert frame.shape == (480, 854, 3)
     # the caption is drawn in red at the top-left of every frame
     assert (frame[10:35, 10:200, 2] > 200).sum() > 100
 
@@ -43,11 +45,19 @@ def test_random_weights_run_says_so_everywhere(shared_dir, tmp_path, monkeypatch
 def test_bad_prompt_arguments_are_refused(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "MODELS_DIR", tmp_path / "models")
     code = cli.main(["demo", "--random-weights", "--box", "1,2,3", "--out", str(tmp_path / "run")])
-    assert code == 2 and "--box must be 4" in capsys.readouterr().err
+    assert code == 2
+    assert "--box must be 4" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name, size", [("sam2.1_hiera_small.pt", "small"), ("sam2.1_hiera_b+.pt", "base_plus"),
-                                        ("weights.pt", "tiny"), ("sam2s_mobile.safetensors", "sam2s_mobile")])
+@pytest.mark.parametrize(
+    "name, size",
+    [
+        ("sam2.1_hiera_small.pt", "small"),
+        ("sam2.1_hiera_b+.pt", "base_plus"),
+        ("weights.pt", "tiny"),
+        ("sam2s_mobile.safetensors", "sam2s_mobile"),
+    ],
+)
 def test_model_size_from_checkpoint_name(tmp_path, name, size):
     assert demo.infer_model_size(tmp_path / name, None) == size
 

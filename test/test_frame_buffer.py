@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from sam2s_ros.frame_buffer import Frame, FrameBuffer, PromptQueue
+from sam2s_ros.node.frame_buffer import Frame, FrameBuffer, PromptQueue
 
 
 def _frame(stamp_ns: int, hw=(4, 6)) -> Frame:
@@ -33,10 +33,12 @@ def test_ring_is_bounded_and_found_by_stamp():
         buf.put(_frame(s))
     assert len(buf) == 3
     assert buf.find(2) is None
-    assert buf.find(3).stamp_ns == 3 and buf.find(5).stamp_ns == 5
+    assert buf.find(3).stamp_ns == 3
+    assert buf.find(5).stamp_ns == 5
     assert buf.find(0) is None
     buf.put(_frame(0))  # unstamped frames are not held in the ring
-    assert len(buf) == 3 and buf.find(0) is None
+    assert len(buf) == 3
+    assert buf.find(0) is None
     assert buf.last_hw == (4, 6)
 
 
@@ -45,13 +47,15 @@ def test_repeated_stamp_replaces_the_older_frame():
     buf.put(_frame(1, hw=(2, 2)))
     buf.put(_frame(1, hw=(3, 3)))
     buf.put(_frame(2))
-    assert buf.find(1).hw == (3, 3) and len(buf) == 2
+    assert buf.find(1).hw == (3, 3)
+    assert len(buf) == 2
 
 
 def test_ring_size_zero_keeps_nothing():
     buf = FrameBuffer(ring_size=0)
     buf.put(_frame(1))
-    assert buf.find(1) is None and len(buf) == 0
+    assert buf.find(1) is None
+    assert len(buf) == 0
     with pytest.raises(ValueError):
         FrameBuffer(-1)
 
@@ -61,7 +65,8 @@ def test_take_waits_for_a_frame_from_another_thread():
     threading.Timer(0.05, lambda: buf.put(_frame(9))).start()
     t0 = time.monotonic()
     frame = buf.take_latest(timeout=5.0)
-    assert frame.stamp_ns == 9 and time.monotonic() - t0 < 2.0
+    assert frame.stamp_ns == 9
+    assert time.monotonic() - t0 < 2.0
 
 
 def test_take_times_out_and_wake_and_close_release():
@@ -71,10 +76,12 @@ def test_take_times_out_and_wake_and_close_release():
     assert time.monotonic() - t0 >= 0.04
     threading.Timer(0.05, buf.wake).start()
     t0 = time.monotonic()
-    assert buf.take_latest(timeout=5.0) is None and time.monotonic() - t0 < 2.0
+    assert buf.take_latest(timeout=5.0) is None
+    assert time.monotonic() - t0 < 2.0
     threading.Timer(0.05, buf.close).start()
     t0 = time.monotonic()
-    assert buf.take_latest(timeout=5.0) is None and time.monotonic() - t0 < 2.0
+    assert buf.take_latest(timeout=5.0) is None
+    assert time.monotonic() - t0 < 2.0
     assert buf.take_latest(timeout=5.0) is None  # closed: returns at once
 
 
@@ -113,12 +120,15 @@ def test_prompt_queue_bounded_fifo():
     q: PromptQueue[int] = PromptQueue(3)
     assert all(q.push(i) for i in range(3))
     assert q.push(99) is False
-    assert len(q) == 3 and q.snapshot() == [0, 1, 2]
-    assert q.pop_all() == [0, 1, 2] and len(q) == 0
+    assert len(q) == 3
+    assert q.snapshot() == [0, 1, 2]
+    assert q.pop_all() == [0, 1, 2]
+    assert len(q) == 0
     for i in (1, 2, 3):
         q.push(i)
     assert q.pop_if(lambda i: i % 2 == 1) == [1, 3]
-    assert q.snapshot() == [2] and q.pop_if(lambda i: False) == []
+    assert q.snapshot() == [2]
+    assert q.pop_if(lambda i: False) == []
     q.push(1)
     q.clear()
     assert q.pop_all() == []

@@ -334,7 +334,8 @@ def test_mcap_bag_metadata(mcap_bag):
     path, store = mcap_bag
     info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
     assert info["storage_identifier"] == "mcap"
-    assert info["relative_file_paths"] and all(p.endswith(".mcap") for p in info["relative_file_paths"])
+    assert info["relative_file_paths"]
+    assert all(p.endswith(".mcap") for p in info["relative_file_paths"])
     assert (path / info["relative_file_paths"][0]).is_file()
     assert info["message_count"] == 2 * len(MSG_TYPES)
     topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}

@@ -54,7 +54,8 @@ def test_invisible_frames_never_enter_memory_with_divemem():
     for t in range(1, 20):
         mem.add_tracked(t, _feat(t % 50), _ptr(t), -2.0 if t % 2 else 2.0, 0.99)
     held = list(mem.short_term) + list(mem.long_term) + mem.candidates
-    assert held and all(e.object_score > 0 for e in held)
+    assert held
+    assert all(e.object_score > 0 for e in held)
     assert all(f % 2 == 0 for f, _ in mem.recent_ptrs)
 
 
@@ -83,7 +84,10 @@ def test_bank_size_is_fixed_after_warm_up():
             mem.add_tracked(t, _feat(t % 64), _ptr(t), 2.0, 0.99)
         sizes.append(mem.sizes())
     frames, ptrs = mem.gather(400)
-    assert sizes[-1]["cond"] == 2 and sizes[-1]["short_term"] == 6 and sizes[-1]["long_term"] == 3
+    assert sizes[-1]["cond"] == 2
+    assert sizes[-1]["short_term"] == 6
+    assert sizes[-1]["long_term"] == 3
     assert all(s["candidates"] < cfg.candidate_pool_size for s in sizes)
-    assert len(frames) == 2 + 3 + 6 and len(ptrs) <= 2 + 3 + 15
+    assert len(frames) == 2 + 3 + 6
+    assert len(ptrs) <= 2 + 3 + 15
     assert list(mem.cond) == [0, 300]  # first prompt frame kept, then the most recent

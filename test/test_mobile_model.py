@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
+from sam2s_ros.data import read_rgb
 from sam2s_ros.export.onnx_export import ExportOptions, export_model
 from sam2s_ros.model.build import build_random_model, build_sam2_base
 from sam2s_ros.model.mobile import MOBILE_MODEL, init_from_mobilesam, mobilesam_to_sam2s_mobile
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
-from sam2_reference import read_rgb
 
 SIZE = 128
 
@@ -29,12 +29,16 @@ def test_builds_with_the_documented_parts():
 
 
 def test_mobilesam_keys_are_renamed():
-    fake = {"image_encoder.patch_embed.seq.0.c.weight": torch.zeros(1),
-            "mask_decoder.transformer.layers.0.mlp.lin1.weight": torch.zeros(1),
-            "prompt_encoder.no_mask_embed.weight": torch.zeros(1)}
+    fake = {
+        "image_encoder.patch_embed.seq.0.c.weight": torch.zeros(1),
+        "mask_decoder.transformer.layers.0.mlp.lin1.weight": torch.zeros(1),
+        "prompt_encoder.no_mask_embed.weight": torch.zeros(1),
+    }
     assert sorted(mobilesam_to_sam2s_mobile(fake)) == [
-        "image_encoder.trunk.patch_embed.seq.0.c.weight", "sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight",
-        "sam_prompt_encoder.no_mask_embed.weight"]
+        "image_encoder.trunk.patch_embed.seq.0.c.weight",
+        "sam_mask_decoder.transformer.layers.0.mlp.layers.0.weight",
+        "sam_prompt_encoder.no_mask_embed.weight",
+    ]
 
 
 @pytest.mark.shared_data
@@ -42,8 +46,20 @@ def test_mobilesam_initialisation_loads_every_pretrained_tensor(shared_dir):
     sam = build_sam2_base(MOBILE_MODEL, SIZE)
     new = init_from_mobilesam(sam, str(shared_dir / "models" / "mobile_sam.pt"))
     assert not any(k.startswith(("image_encoder.", "sam_prompt_encoder.")) for k in new)
-    assert all(k.startswith(("memory_", "mask", "no_", "obj_", "sam_mask_decoder.conv_s", "sam_mask_decoder.obj_score",
-                             "sam_mask_decoder.pred_obj")) for k in new), new
+    assert all(
+        k.startswith(
+            (
+                "memory_",
+                "mask",
+                "no_",
+                "obj_",
+                "sam_mask_decoder.conv_s",
+                "sam_mask_decoder.obj_score",
+                "sam_mask_decoder.pred_obj",
+            )
+        )
+        for k in new
+    ), new
 
 
 @pytest.mark.shared_data
@@ -58,12 +74,19 @@ def test_tracker_on_onnxruntime_gives_the_torch_masks(shared_dir, tmp_path):
     prompt = [PromptInput(1, PromptMode.NEW, box=np.array([120.0, 60.0, 420.0, 300.0], np.float32))]
     logits = {}
     for backend in ("torch", "onnxruntime"):
-        cfg = TrackerConfig(model_size=MOBILE_MODEL, image_size=SIZE, allow_random_weights=True, seed=0,
-                            backend=backend, onnx_dir=str(tmp_path / "onnx"))
+        cfg = TrackerConfig(
+            model_size=MOBILE_MODEL,
+            image_size=SIZE,
+            allow_random_weights=True,
+            seed=0,
+            backend=backend,
+            onnx_dir=str(tmp_path / "onnx"),
+        )
         tracker = InstrumentTracker.from_config(cfg)
         assert tracker.describe()["model"] == MOBILE_MODEL
-        logits[backend] = [tracker.track(f, prompt if i == 0 else []).instruments[0].mask_logits
-                           for i, f in enumerate(frames)]
+        logits[backend] = [
+            tracker.track(f, prompt if i == 0 else []).instruments[0].mask_logits for i, f in enumerate(frames)
+        ]
     for i, (a, r) in enumerate(zip(logits["onnxruntime"], logits["torch"])):
         decided = np.abs(r) >= 1e-4
         assert np.array_equal((a > 0)[decided], (r > 0)[decided]), f"frame {i}: binary masks differ"

@@ -19,25 +19,26 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from sam2s_ros.errors import ConfigError
+from sam2s_ros.msg import InstrumentMask
+from sam2s_ros.node.node import Sam2sNode
+from sam2s_ros.node.parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
+from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
+
 from node_fixtures import (
     TEST_PARAMS,
     Peer,
     add_prompt,
     click_prompt,
     image_msg,
-    load_frames,
     pixels,
     stamp_s,
     synthetic_frame,
     wait_until,
     with_stamp,
 )
-from sam2s_ros.errors import ConfigError
-from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
-from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
-from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
+from tracker_fixtures import load_frames
 
 WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
 
@@ -68,14 +69,16 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     node, peer = make_harness(publish_overlay=True)
     wait_until(lambda: peer.vocabulary, 10, "latched class vocabulary")
     assert list(peer.vocabulary[0].class_names) == list(ENDOVIS17_CLASSES)
-    assert list(peer.vocabulary[0].class_ids) == list(range(1, 8)) and not peer.vocabulary[0].semantic_head_trained
+    assert list(peer.vocabulary[0].class_ids) == list(range(1, 8))
+    assert not peer.vocabulary[0].semantic_head_trained
 
     peer.publish_until_processed(image_msg(frames[0], 10.0), WAIT)
     assert peer.masks_with_stamp(10.0)[0].instruments == []
 
     # class given by id -> name from the vocabulary; a zero stamp applies to the next frame
     reply = add_prompt(peer, click_prompt(1, 430.0, 300.0, class_id=6))
-    assert reply.accepted and reply.reason == ""
+    assert reply.accepted
+    assert reply.reason == ""
     # class given by name only (not in the vocabulary), through the prompts topic
     peer.prompt_pub.publish(click_prompt(2, 120.5, 80.0, class_name="suction_irrigator"))
     wait_until(lambda: peer.latest_diag().get("prompts_waiting") == "2", 10, "both prompts queued")
@@ -93,7 +96,8 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     )
 
     masks = peer.masks_with_stamp(t)[0]
-    assert masks.header.frame_id == "endoscope" and masks.latency > 0
+    assert masks.header.frame_id == "endoscope"
+    assert masks.latency > 0
     by_id = {m.instrument_id: m for m in masks.instruments}
     assert sorted(by_id) == [1, 2]
     assert (by_id[1].class_id, by_id[1].class_name, by_id[1].class_source) == (
@@ -108,7 +112,8 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     )
     for m in masks.instruments:
         assert (m.mask.width, m.mask.height, m.mask.encoding) == (w, h, "mono8")
-        assert m.mask.header.stamp == masks.header.stamp and m.mask.header.frame_id == "endoscope"
+        assert m.mask.header.stamp == masks.header.stamp
+        assert m.mask.header.frame_id == "endoscope"
         mask = pixels(m.mask) > 0
         if mask.any():
             ys, xs = np.nonzero(mask)
@@ -185,28 +190,34 @@ def test_services_remove_reset_save_load(make_harness, tmp_path):
     assert [m.instrument_id for m in peer.masks_with_stamp(30.1)[0].instruments] == [1, 300]
     wait_until(lambda: with_stamp(peer.labels, 30.1), 10, "mono16 label image")
     label = with_stamp(peer.labels, 30.1)[0]
-    assert label.encoding == "mono16" and set(np.unique(pixels(label, np.uint16))) <= {0, 1, 300}
+    assert label.encoding == "mono16"
+    assert set(np.unique(pixels(label, np.uint16))) <= {0, 1, 300}
 
     state = tmp_path / "state.pt"
     reply = peer.call(SaveState, "save_state", SaveState.Request(path=str(state)))
-    assert reply.success and state.is_file()
+    assert reply.success
+    assert state.is_file()
     assert not peer.call(SaveState, "save_state", SaveState.Request(path="relative.pt")).success
 
     reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=300))
     assert reply.success
     reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=300))
-    assert not reply.success and "300" in reply.reason
+    assert not reply.success
+    assert "300" in reply.reason
 
     assert peer.call(ResetTracker, "reset", ResetTracker.Request()).success
     peer.image_pub.publish(image_msg(frame, 30.2))
     wait_until(lambda: peer.masks_with_stamp(30.2), WAIT, "frame after reset")
     after = peer.masks_with_stamp(30.2)[0]
-    assert after.instruments == [] and after.frame_index == 0
+    assert after.instruments == []
+    assert after.frame_index == 0
 
     reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(state)))
-    assert reply.success and list(reply.instrument_ids) == [1, 300]
+    assert reply.success
+    assert list(reply.instrument_ids) == [1, 300]
     reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(tmp_path / "missing.pt")))
-    assert not reply.success and "missing.pt" in reply.reason
+    assert not reply.success
+    assert "missing.pt" in reply.reason
     peer.image_pub.publish(image_msg(frame, 30.3))
     wait_until(lambda: peer.masks_with_stamp(30.3), WAIT, "frame after load")
     assert [m.instrument_id for m in peer.masks_with_stamp(30.3)[0].instruments] == [1, 300]
@@ -240,7 +251,8 @@ def test_config_file_lists_every_parameter_with_its_default(repo_root):
     defaults = {spec.name: spec.default for spec in ALL_PARAMS}
     assert set(values) == set(defaults)
     for name, default in defaults.items():
-        assert values[name] == default and type(values[name]) is type(default), name
+        assert values[name] == default, name
+        assert type(values[name]) is type(default), name
 
 
 def test_docs_list_every_parameter(repo_root):
@@ -265,8 +277,10 @@ def test_params_file_key_variants(repo_root, tmp_path, ros_domain_id, key):
         node = Node("sam2s_node", context=context)
         declare_parameters(node)
         cfg, settings = read_parameters(node)
-        assert cfg.image_size == 512 and cfg.allow_random_weights  # file and command line both applied
-        assert cfg.divemem.num_maskmem == 7 and settings.image_qos == "sensor_data"
+        assert cfg.image_size == 512
+        assert cfg.allow_random_weights
+        assert cfg.divemem.num_maskmem == 7
+        assert settings.image_qos == "sensor_data"
         node.destroy_node()
     finally:
         context.try_shutdown()
@@ -311,4 +325,5 @@ def test_launch_file_is_valid_python_with_documented_arguments(repo_root):
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
     source = path.read_text()
-    assert "/image_raw" in source and '("left", "right")' in source  # dVRK /<rig>/<eye>/image_raw
+    assert "/image_raw" in source
+    assert '("left", "right")' in source

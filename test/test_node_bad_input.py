@@ -17,11 +17,12 @@ from geometry_msgs.msg import Point
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_fixtures import TEST_PARAMS, Peer, header, image_msg, synthetic_frame, wait_until
 from sam2s_ros.msg import Prompt
-from sam2s_ros.node import Sam2sNode
-from sam2s_ros.node_diagnostics import BAD_INPUT_KINDS
+from sam2s_ros.node.diagnostics import BAD_INPUT_KINDS
+from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.srv import AddPrompt, RemoveInstrument
+
+from node_fixtures import TEST_PARAMS, Peer, header, image_msg, synthetic_frame, wait_until
 
 WAIT = 60.0
 LIMITS = {"max_image_width": 320, "max_image_height": 240, "max_instruments": 2}
@@ -66,7 +67,8 @@ def logged(peer: Peer, *fragments: str) -> bool:
 def test_prompt_before_any_image_is_refused(harness):
     node, peer = harness
     reply = add(peer, click(1, 10.0, 10.0))
-    assert not reply.accepted and reply.reason == "no image received yet"
+    assert not reply.accepted
+    assert reply.reason == "no image received yet"
     peer.prompt_pub.publish(click(2, 10.0, 10.0))  # same on the topic: logged + counted
     wait_until(lambda: counts_reach(peer, {"prompt_before_image": 2}), 15, "prompt_before_image counted twice")
     wait_until(lambda: logged(peer, "prompt_before_image", "no image received yet"), 10, "the refusal logged")
@@ -109,31 +111,43 @@ def test_bad_images_are_refused_counted_and_logged_once(harness):
     wait_until(lambda: peer.masks_with_stamp(5.0), WAIT, "output for a good frame after the bad ones")
 
 
+# Prompts AddPrompt refuses on a 160 x 120 frame before any instrument is tracked:
+# (case, prompt builder, fragment of the reason). One node serves them all, in order.
+PROMPT_REFUSALS = [
+    ("nan_point", lambda: click(1, math.nan, 10.0), "NaN"),
+    ("point_outside_frame", lambda: click(1, 500.0, 10.0), "outside"),
+    ("refine_unknown_instrument", lambda: click(1, 10.0, 10.0, mode=Prompt.MODE_REFINE), "not tracked"),
+    (
+        "points_without_labels",
+        lambda: Prompt(header=header(0.0, ""), instrument_id=1, points=[Point()], point_labels=[]),
+        "labels",
+    ),
+    ("id_above_mono8_label_image", lambda: click(256, 10.0, 10.0), "mono8"),
+]
+
+
 def test_bad_prompts_and_service_calls_are_refused_with_reasons(harness):
     node, peer = harness
     frame = synthetic_frame()  # 160 x 120
     peer.publish_until_processed(image_msg(frame, 1.0), WAIT)
 
-    reply = add(peer, click(1, math.nan, 10.0))
-    assert not reply.accepted and "NaN" in reply.reason
-    reply = add(peer, click(1, 500.0, 10.0))
-    assert not reply.accepted and "outside" in reply.reason
-    reply = add(peer, click(1, 10.0, 10.0, mode=Prompt.MODE_REFINE))
-    assert not reply.accepted and "not tracked" in reply.reason
-    reply = add(peer, Prompt(header=header(0.0, ""), instrument_id=1, points=[Point()], point_labels=[]))
-    assert not reply.accepted and "labels" in reply.reason
-    reply = add(peer, click(256, 10.0, 10.0))
-    assert not reply.accepted and "mono8" in reply.reason
+    for case, make, reason in PROMPT_REFUSALS:
+        reply = add(peer, make())
+        assert not reply.accepted, case
+        assert reason in reply.reason, case
     reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=42))
-    assert not reply.success and "42" in reply.reason
+    assert not reply.success
+    assert "42" in reply.reason
     peer.prompt_pub.publish(click(1, math.inf, 10.0))  # invalid on the topic: logged + counted
 
     assert add(peer, click(1, 40.0, 40.0)).accepted
     assert add(peer, click(2, 80.0, 50.0)).accepted
     reply = add(peer, click(1, 40.0, 40.0))
-    assert not reply.accepted and "already waiting" in reply.reason
+    assert not reply.accepted
+    assert "already waiting" in reply.reason
     reply = add(peer, click(3, 60.0, 60.0))
-    assert not reply.accepted and "max_instruments" in reply.reason
+    assert not reply.accepted
+    assert "max_instruments" in reply.reason
 
     expected = {"invalid_prompt": 5, "unknown_instrument": 2, "too_many_instruments": 1}
     wait_until(lambda: counts_reach(peer, expected), 15, f"bad prompt counts {expected}")
@@ -152,7 +166,8 @@ def test_bad_prompts_and_service_calls_are_refused_with_reasons(harness):
     wait_until(lambda: peer.masks_with_stamp(2.0), WAIT, "output after the bad prompts")
     assert [m.instrument_id for m in peer.masks_with_stamp(2.0)[0].instruments] == [1, 2]
     reply = add(peer, click(3, 60.0, 60.0))  # tracked now: still over the limit
-    assert not reply.accepted and "max_instruments" in reply.reason
+    assert not reply.accepted
+    assert "max_instruments" in reply.reason
     assert peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=2)).success
     assert add(peer, click(3, 60.0, 60.0)).accepted
 
@@ -180,45 +195,3 @@ def test_compressed_transport_bad_and_good_data(harness):
 
 
 # ---- the reporting pieces on their own ----------------------------------------------------
-
-
-def test_reporter_counts_every_input_and_throttles_identical_logs(monkeypatch):
-    from sam2s_ros import node_diagnostics as nd
-
-    clock = [100.0]
-    monkeypatch.setattr(nd.time, "monotonic", lambda: clock[0])
-    stats, lines = nd.NodeStats(), []
-    reporter = nd.BadInputReporter(stats, lines.append, period_s=10.0, max_keys=2)
-    for _ in range(3):
-        reporter.report("invalid_prompt", "NaN point")
-    reporter.report("invalid_prompt", "outside")  # another reason: logged at once
-    clock[0] += 11.0
-    reporter.report("invalid_prompt", "NaN point")
-    assert lines == [
-        "bad input [invalid_prompt]: NaN point",
-        "bad input [invalid_prompt]: outside",
-        "bad input [invalid_prompt]: NaN point (2 identical since last report)",
-    ]
-    snap = stats.snapshot()
-    assert snap.bad_input["invalid_prompt"] == 5 and snap.last_reasons["invalid_prompt"] == "NaN point"
-    assert set(snap.bad_input) == set(BAD_INPUT_KINDS)
-
-
-def test_latency_percentiles_and_diagnostic_array():
-    from sam2s_ros import node_diagnostics as nd
-
-    assert nd.latency_percentiles_ms(np.array([])) == {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
-    lat = nd.latency_percentiles_ms(np.arange(1, 101) / 1000.0)
-    assert lat["p50"] == pytest.approx(50.5) and lat["max"] == pytest.approx(100.0)
-    stats = nd.NodeStats()
-    stats.frame_received()
-    stats.frame_processed(0.02, prompts_applied=1)
-    info = {"backend": "torch", "model": "m", "image_size": 256, "device": "cpu", "weights": "random weights"}
-    msg = nd.diagnostic_array(
-        stats.snapshot(), {"input": 1.0, "processed": 1.0}, info, [3], "/x/sam2s_node: tracker", None
-    )
-    [status] = msg.status
-    values = {kv.key: kv.value for kv in status.values}
-    assert status.level == nd.DiagnosticStatus.WARN and "random weights" in status.message
-    assert values["instrument_ids"] == "3" and values["frames_processed"] == "1" and values["latency_p50_ms"] == "20.0"
-    assert float(values["resident_memory_mb"]) > 10

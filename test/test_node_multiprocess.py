@@ -16,22 +16,23 @@ import time
 import psutil
 import pytest
 
+from sam2s_ros.msg import InstrumentMask
+from sam2s_ros.node.parameters import inference_threads
+from sam2s_ros.srv import AddPrompt
+
 from node_fixtures import (
     TEST_PARAMS,
     NodeProcess,
     Peer,
     click_prompt,
     image_msg,
-    load_frames,
     pixels,
     ros_args,
     stamp_s,
     wait_until,
     with_stamp,
 )
-from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node_parameters import inference_threads
-from sam2s_ros.srv import AddPrompt
+from tracker_fixtures import load_frames
 
 START_WAIT = 90.0  # s: imports + model build on 2 busy cores
 WAIT = 60.0
@@ -118,7 +119,9 @@ def test_outputs_across_processes(node_process, peer_factory, repo_root, shared_
 
     wait_until(lambda: peer.latest_diag().get("instruments_tracked") == "1", 10, "diagnostics from the node process")
     diag = peer.latest_diag()
-    assert diag["weights"].startswith("random weights") and diag["backend"] == "torch" and diag["image_size"] == "256"
+    assert diag["weights"].startswith("random weights")
+    assert diag["backend"] == "torch"
+    assert diag["image_size"] == "256"
     assert float(diag["resident_memory_mb"]) > 50
     assert diag["cpu_threads"] == str(inference_threads(0))  # num_threads 0: one core left for ROS I/O
     wait_until(lambda: peer.vocabulary, 10, "latched vocabulary across processes")
@@ -216,7 +219,8 @@ def test_invalid_parameters_exit_with_code_2_and_a_clear_message(node_process, r
         rc = proc.wait(timeout=START_WAIT)
         out, err = proc.output()
         assert rc == 2, (rc, out, err)
-        assert "cannot start" in out + err and needle in out + err
+        assert "cannot start" in out + err
+        assert needle in out + err
         assert "Traceback" not in out + err
 
 
@@ -234,4 +238,5 @@ def test_sigint_stops_cleanly_with_exit_code_0(node_process, peer_factory, share
     out, err = proc.output()
     assert rc == 0, (rc, out, err)
     assert time.monotonic() - t0 < 10.0
-    assert "Traceback" not in err and "Traceback" not in out
+    assert "Traceback" not in err
+    assert "Traceback" not in out

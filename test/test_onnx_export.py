@@ -17,9 +17,24 @@ import torch.nn.functional as F
 
 from sam2s_ros import __version__
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import CONSTANTS_FILE, DYNAMIC_DIMS, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, META_KEYS, bind_dims
-from sam2s_ros.export.onnx_export import (ExportOptions, MaskDecoderGraph, antialias_matrix, example_inputs,
-                                          export_model, read_metadata, validate_options)
+from sam2s_ros.export.contract import (
+    CONSTANTS_FILE,
+    DYNAMIC_DIMS,
+    GRAPH_FORMAT,
+    GRAPHS,
+    MANIFEST_FILE,
+    META_KEYS,
+    bind_dims,
+)
+from sam2s_ros.export.onnx_export import (
+    ExportOptions,
+    MaskDecoderGraph,
+    antialias_matrix,
+    example_inputs,
+    export_model,
+    read_metadata,
+    validate_options,
+)
 from sam2s_ros.model import stages
 from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tools import cli
@@ -51,12 +66,15 @@ def exported(tmp_path_factory):
 def test_every_graph_in_both_precisions_and_manifest(exported):
     assert sorted(exported.graphs) == sorted((s, p) for s in GRAPHS for p in ("fp32", "fp16"))
     for path in exported.graphs.values():
-        assert path.is_file() and path.parent == exported.out_dir
+        assert path.is_file()
+        assert path.parent == exported.out_dir
     manifest = json.loads((exported.out_dir / MANIFEST_FILE).read_text())
-    assert manifest["image_size"] == str(IMAGE_SIZE) and manifest["weights"] == WEIGHTS
+    assert manifest["image_size"] == str(IMAGE_SIZE)
+    assert manifest["weights"] == WEIGHTS
     assert set(manifest["graphs"].values()) == {p.name for p in exported.graphs.values()}
     with np.load(exported.out_dir / CONSTANTS_FILE) as c:
-        assert c["no_mem_embed"].shape == (256,) and c["maskmem_pos"].shape == (1, 64, 16, 16)
+        assert c["no_mem_embed"].shape == (256,)
+        assert c["maskmem_pos"].shape == (1, 64, 16, 16)
     assert not any(p.name.startswith(".") for p in exported.out_dir.parent.iterdir())  # staging folder removed
 
 
@@ -64,11 +82,16 @@ def test_metadata_in_every_graph(exported):
     for (stage, precision), path in exported.graphs.items():
         meta = read_metadata(path)
         assert set(META_KEYS) <= set(meta), path.name
-        assert meta["stage"] == stage and meta["precision"] == precision
-        assert meta["model"] == "sam2.1_hiera_tiny" and meta["model_size"] == "tiny"
-        assert meta["image_size"] == str(IMAGE_SIZE) and meta["opset"] == "17"
-        assert meta["checkpoint_sha256"] == "" and meta["weights"] == WEIGHTS
-        assert meta["sam2s_ros_version"] == __version__ and meta["graph_format"] == GRAPH_FORMAT
+        assert meta["stage"] == stage
+        assert meta["precision"] == precision
+        assert meta["model"] == "sam2.1_hiera_tiny"
+        assert meta["model_size"] == "tiny"
+        assert meta["image_size"] == str(IMAGE_SIZE)
+        assert meta["opset"] == "17"
+        assert meta["checkpoint_sha256"] == ""
+        assert meta["weights"] == WEIGHTS
+        assert meta["sam2s_ros_version"] == __version__
+        assert meta["graph_format"] == GRAPH_FORMAT
 
 
 def test_onnx_checker_passes(exported):
@@ -109,12 +132,18 @@ def test_mask_switch_equals_the_stage_row_by_row():
     assert has_mask.tolist() == [False, True]
     with torch.inference_mode():
         ours = graph(*inp.values())
-        args = [inp["pix_feat"], inp["feat_s0"].expand(2, -1, -1, -1), inp["feat_s1"].expand(2, -1, -1, -1),
-                inp["point_coords"], inp["point_labels"]]
+        args = [
+            inp["pix_feat"],
+            inp["feat_s0"].expand(2, -1, -1, -1),
+            inp["feat_s1"].expand(2, -1, -1, -1),
+            inp["point_coords"],
+            inp["point_labels"],
+        ]
         without = stage(*args, None)
         with_mask = stage(*args, inp["mask_input"])
     for o, a, b in zip(ours, without, with_mask):
-        assert torch.allclose(o[0], a[0], atol=1e-6) and torch.allclose(o[1], b[1], atol=1e-6)
+        assert torch.allclose(o[0], a[0], atol=1e-6)
+        assert torch.allclose(o[1], b[1], atol=1e-6)
     assert sam.sam_prompt_encoder.__class__.__name__ == "PromptEncoder"  # swapped back
 
 
@@ -128,15 +157,18 @@ def test_bind_dims_checks_shapes():
         bind_dims(spec, {**shapes, "mem_valid": (2, 3)}, IMAGE_SIZE)
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"image_size": 500}, "multiple of 32"),
-    ({"image_size": 96}, "multiple of 32 and >= 128"),
-    ({"random_weights": False}, "no checkpoint given"),
-    ({"checkpoint": "/no/such/ckpt.pt", "random_weights": False}, "does not exist"),
-    ({"checkpoint": "/no/such/ckpt.pt"}, "not both"),
-    ({"opset": 16}, "opset must be 17..20"),
-    ({"model_size": "huge"}, "model size must be one of"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"image_size": 500}, "multiple of 32"),
+        ({"image_size": 96}, "multiple of 32 and >= 128"),
+        ({"random_weights": False}, "no checkpoint given"),
+        ({"checkpoint": "/no/such/ckpt.pt", "random_weights": False}, "does not exist"),
+        ({"checkpoint": "/no/such/ckpt.pt"}, "not both"),
+        ({"opset": 16}, "opset must be 17..20"),
+        ({"model_size": "huge"}, "model size must be one of"),
+    ],
+)
 def test_bad_options_are_refused(tmp_path, overrides, message):
     opts = ExportOptions(out_dir=tmp_path / "out", image_size=256, random_weights=True)
     for k, v in overrides.items():
@@ -157,12 +189,15 @@ def test_non_empty_output_needs_force(tmp_path):
         validate_options(ExportOptions(out_dir=tmp_path / "file", image_size=256, random_weights=True))
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--image-size", "500", "--random-weights"], "image size must be a multiple of 32"),
-    (["--checkpoint", "/no/such.pt"], "checkpoint /no/such.pt does not exist"),
-    ([], "one of the arguments --checkpoint --random-weights is required"),
-    (["--random-weights", "--checkpoint", "x.pt"], "not allowed with argument"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--image-size", "500", "--random-weights"], "image size must be a multiple of 32"),
+        (["--checkpoint", "/no/such.pt"], "checkpoint /no/such.pt does not exist"),
+        ([], "one of the arguments --checkpoint --random-weights is required"),
+        (["--random-weights", "--checkpoint", "x.pt"], "not allowed with argument"),
+    ],
+)
 def test_cli_refuses_bad_arguments_with_exit_2(tmp_path, capsys, argv, message):
     assert cli.main(["export", "--out", str(tmp_path / "out"), *argv]) == 2
     assert message in capsys.readouterr().err

@@ -11,19 +11,19 @@ import types
 import numpy as np
 import pytest
 import torch
+from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.base import ImageFeatures, MemoryInputs
 from sam2s_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from sam2s_ros.backends.torch_backend import TorchBackend
+from sam2s_ros.data import read_davis_sequence
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export import GRAPHS, MANIFEST_FILE
+from sam2s_ros.export.contract import GRAPHS, MANIFEST_FILE
 from sam2s_ros.model.build import build_random_model
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
-from sam2_reference import read_rgb
-from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 ATOL = 1e-4  # fp32 parity, max abs diff
 N_FRAMES = 8
@@ -53,7 +53,8 @@ def feats(torch_backend):
 
 def _close(ours, ref, what):
     ours, ref = torch.as_tensor(ours), torch.as_tensor(ref)
-    assert ours.shape == ref.shape and ours.dtype == ref.dtype == torch.float32, what
+    assert ours.shape == ref.shape, what
+    assert ours.dtype == ref.dtype == torch.float32, what
     diff = (ours - ref).abs().max().item()
     assert diff <= ATOL, f"{what}: max |diff| {diff:.2e}"
 
@@ -115,11 +116,19 @@ def test_memory_attention_parity(ort_backend, torch_backend, feats, dims):
     valid[:, 0] = True
     ptr_valid = torch.rand(b, q, generator=gen) > 0.3
     ptr_valid[:, 0] = True
-    memory = MemoryInputs(torch.randn(b, f, 64, hw, hw, generator=gen), torch.randint(0, 7, (b, f), generator=gen),
-                          valid, torch.randn(b, q, 256, generator=gen), torch.rand(b, q, generator=gen) * 2 - 1,
-                          ptr_valid)
-    _close(ort_backend.attend_memory(feats, memory), torch_backend.attend_memory(feats, memory),
-           f"memory attention B={b} F={f} P={q}")
+    memory = MemoryInputs(
+        torch.randn(b, f, 64, hw, hw, generator=gen),
+        torch.randint(0, 7, (b, f), generator=gen),
+        valid,
+        torch.randn(b, q, 256, generator=gen),
+        torch.rand(b, q, generator=gen) * 2 - 1,
+        ptr_valid,
+    )
+    _close(
+        ort_backend.attend_memory(feats, memory),
+        torch_backend.attend_memory(feats, memory),
+        f"memory attention B={b} F={f} P={q}",
+    )
 
 
 @pytest.mark.parametrize("b", [1, 3])
@@ -127,8 +136,10 @@ def test_memory_encoder_parity(ort_backend, torch_backend, feats, b):
     gen = torch.Generator().manual_seed(b)
     mask = (torch.rand(b, 1, IMAGE_SIZE, IMAGE_SIZE, generator=gen) > 0.5).float() * 20 - 10
     scores = torch.linspace(-1, 1, b)  # absent and present instruments (no_obj_embed_spatial)
-    (ours, pos), (ref, ref_pos) = ort_backend.encode_memory(feats, mask, scores), torch_backend.encode_memory(
-        feats, mask, scores)
+    (ours, pos), (ref, ref_pos) = (
+        ort_backend.encode_memory(feats, mask, scores),
+        torch_backend.encode_memory(feats, mask, scores),
+    )
     _close(ours, ref, f"maskmem_features B={b}")
     _close(pos, ref_pos, "maskmem_pos")
 
@@ -140,25 +151,41 @@ def test_fp16_graphs_run_on_cpu(onnx_dir, feats):
     gen, b, hw = torch.Generator().manual_seed(3), 2, IMAGE_SIZE // 16
     coords, labels = _prompts(b, 2, gen)
     pix = backend.no_memory_features(f16.feat_s2).expand(b, -1, -1, -1)
-    outs = [*f16, *backend.decode_masks(pix, f16, coords, labels, None, True),
-            *backend.decode_masks(pix, f16, coords, labels, torch.randn(b, 1, 64, 64), False),
-            *backend.decode_mask_prompt(f16, torch.ones(b, 1, IMAGE_SIZE, IMAGE_SIZE))]
-    memory = MemoryInputs(torch.randn(b, 3, 64, hw, hw), torch.zeros(b, 3, dtype=torch.int64),
-                          torch.ones(b, 3, dtype=torch.bool), torch.randn(b, 4, 256), torch.zeros(b, 4),
-                          torch.ones(b, 4, dtype=torch.bool))
+    outs = [
+        *f16,
+        *backend.decode_masks(pix, f16, coords, labels, None, True),
+        *backend.decode_masks(pix, f16, coords, labels, torch.randn(b, 1, 64, 64), False),
+        *backend.decode_mask_prompt(f16, torch.ones(b, 1, IMAGE_SIZE, IMAGE_SIZE)),
+    ]
+    memory = MemoryInputs(
+        torch.randn(b, 3, 64, hw, hw),
+        torch.zeros(b, 3, dtype=torch.int64),
+        torch.ones(b, 3, dtype=torch.bool),
+        torch.randn(b, 4, 256),
+        torch.zeros(b, 4),
+        torch.ones(b, 4, dtype=torch.bool),
+    )
     attended = backend.attend_memory(f16, memory)
     assert attended.shape == (b, 256, hw, hw)
     maskmem, _ = backend.encode_memory(f16, torch.zeros(b, 1, IMAGE_SIZE, IMAGE_SIZE), torch.ones(b))
     assert maskmem.shape == (b, 64, hw, hw)
-    assert outs[4].shape == (b, 1, 64, 64) and outs[6].shape == (b, 256)
+    assert outs[4].shape == (b, 1, 64, 64)
+    assert outs[6].shape == (b, 256)
     for t in [*outs, attended, maskmem]:
-        assert t.dtype == torch.float32 and torch.isfinite(t).all()
+        assert t.dtype == torch.float32
+        assert torch.isfinite(t).all()
 
 
 # ---- the whole tracker -----------------------------------------------------------------
 def _track(backend_name: str, onnx_dir, frames, prompts, refine):
-    cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, allow_random_weights=True, seed=0,
-                        backend=backend_name, onnx_dir=str(onnx_dir))
+    cfg = TrackerConfig(
+        model_size="tiny",
+        image_size=IMAGE_SIZE,
+        allow_random_weights=True,
+        seed=0,
+        backend=backend_name,
+        onnx_dir=str(onnx_dir),
+    )
     tracker = InstrumentTracker.from_config(cfg)
     assert tracker.backend.name == backend_name
     out = []
@@ -172,15 +199,18 @@ def _track(backend_name: str, onnx_dir, frames, prompts, refine):
 @pytest.mark.shared_data
 def test_tracker_on_onnxruntime_gives_the_torch_masks(shared_dir, onnx_dir):
     root = shared_dir / "data" / "cholecseg8k_clip"
-    frames = [read_rgb(root / "frames" / f"{i:05d}.png") for i in range(N_FRAMES)]
-    gt0 = read_rgb(root / "masks_instruments" / "00000.png")[..., 0]
+    clip = read_davis_sequence(root, N_FRAMES)
+    frames, gt0 = clip.frames, clip.labels[0]
     ys, xs = np.nonzero(gt0 == 1)  # the grasper
     click = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
-    prompts = [PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
-               PromptInput(2, PromptMode.NEW, box=np.array([120.0, 60.0, 420.0, 300.0], np.float32))]
+    prompts = [
+        PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
+        PromptInput(2, PromptMode.NEW, box=np.array([120.0, 60.0, 420.0, 300.0], np.float32)),
+    ]
     # a correction click on frame 4: the decoder's mask-input path (previous logits)
-    refine = [PromptInput(2, PromptMode.REFINE, points=np.array([[300.0, 200.0]], np.float32),
-                          labels=np.array([0], np.int32))]
+    refine = [
+        PromptInput(2, PromptMode.REFINE, points=np.array([[300.0, 200.0]], np.float32), labels=np.array([0], np.int32))
+    ]
     ref = _track("torch", onnx_dir, frames, prompts, refine)
     ours = _track("onnxruntime", onnx_dir, frames, prompts, refine)
     for i, (a, r) in enumerate(zip(ours, ref)):
@@ -218,12 +248,15 @@ def test_missing_graphs_are_a_clear_error(tmp_path, onnx_dir):
         OnnxRuntimeBackend(partial, precision="fp16", **_identity())
 
 
-@pytest.mark.parametrize(("kw", "message"), [
-    ({"image_size": 512}, "image_size 256 \\(config: 512\\)"),
-    ({"model_size": "small"}, "model sam2.1_hiera_tiny \\(config: sam2.1_hiera_small\\)"),
-    ({"checkpoint_sha256": "ab" * 32}, "checkpoint sha256 random weights \\(loaded: abababababab\\)"),
-    ({"weights": "random weights (seed 1)"}, "weights 'random weights \\(seed 0\\)'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"image_size": 512}, "image_size 256 \\(config: 512\\)"),
+        ({"model_size": "small"}, "model sam2.1_hiera_tiny \\(config: sam2.1_hiera_small\\)"),
+        ({"checkpoint_sha256": "ab" * 32}, "checkpoint sha256 random weights \\(loaded: abababababab\\)"),
+        ({"weights": "random weights (seed 1)"}, "weights 'random weights \\(seed 0\\)'"),
+    ],
+)
 def test_graphs_of_another_model_are_refused(onnx_dir, kw, message):
     with pytest.raises(BackendError, match=message):
         OnnxRuntimeBackend(onnx_dir, **_identity(**kw))
@@ -252,7 +285,8 @@ def test_create_backend_builds_onnxruntime_from_the_config(onnx_dir):
     model = types.SimpleNamespace(checkpoint_sha256="", weights=WEIGHTS)
     cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, backend="onnxruntime", onnx_dir=str(onnx_dir))
     backend = create_backend(cfg, model)
-    assert backend.name == "onnxruntime" and backend.precision == "fp32"
+    assert backend.name == "onnxruntime"
+    assert backend.precision == "fp32"
     cfg.autocast_dtype = "float16"
     assert create_backend(cfg, model).precision == "fp16"
     cfg.autocast_dtype = "bfloat16"
@@ -261,6 +295,12 @@ def test_create_backend_builds_onnxruntime_from_the_config(onnx_dir):
 
 
 def test_every_stage_is_covered():
-    covered = {"image_encoder", "mask_decoder_multi", "mask_decoder_single", "mask_prompt", "memory_attention",
-               "memory_encoder"}
+    covered = {
+        "image_encoder",
+        "mask_decoder_multi",
+        "mask_decoder_single",
+        "mask_prompt",
+        "memory_attention",
+        "memory_encoder",
+    }
     assert covered == set(GRAPHS)

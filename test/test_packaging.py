@@ -33,7 +33,8 @@ def test_package_xml_identity(package_xml):
     assert package_xml.findtext("name") == "sam2s_ros"
     assert [e.text for e in package_xml.findall("license")] == ["Apache-2.0"]
     assert package_xml.findtext("version")
-    assert package_xml.find("maintainer") is not None and package_xml.find("maintainer").get("email")
+    assert package_xml.find("maintainer") is not None
+    assert package_xml.find("maintainer").get("email")
     assert package_xml.findtext("export/build_type") == "ament_cmake"
     assert package_xml.findtext("member_of_group") == "rosidl_interface_packages"
 
@@ -75,7 +76,8 @@ def test_venv_ros2_run_wrappers(exe):
         f"{wrapper} is out of date with scripts/{exe}: run make setup"
     )
     shebang = wrapper.read_text().splitlines()[0]
-    assert shebang.startswith("#!") and "python" in shebang
+    assert shebang.startswith("#!")
+    assert "python" in shebang
 
 
 @pytest.mark.skipif(not IN_VENV, reason=NOT_IN_VENV_REASON)

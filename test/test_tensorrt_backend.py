@@ -13,19 +13,20 @@ import types
 import numpy as np
 import pytest
 import torch
+from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 from sam2s_ros.backends import create_backend
 from sam2s_ros.backends.tensorrt_backend import TensorRTBackend
 from sam2s_ros.errors import BackendError, ExportError
-from sam2s_ros.export import GRAPHS
+from sam2s_ros.export.contract import GRAPHS
 from sam2s_ros.export.tensorrt_build import BuildOptions, build_engines, tensorrt_available
 from sam2s_ros.tools import cli
-from test_onnx_export import IMAGE_SIZE, WEIGHTS, export_once
 
 MODEL = types.SimpleNamespace(checkpoint_sha256="", weights=WEIGHTS)
 HAS_TRT = tensorrt_available()
-needs_no_trt = pytest.mark.skipif(HAS_TRT and torch.cuda.is_available(),
-                                  reason="TensorRT and CUDA are installed: the gpu tests cover this machine")
+needs_no_trt = pytest.mark.skipif(
+    HAS_TRT and torch.cuda.is_available(), reason="TensorRT and CUDA are installed: the gpu tests cover this machine"
+)
 
 
 def _identity(**kw):
@@ -39,7 +40,8 @@ def test_backend_names_what_is_missing(tmp_path):
     message = str(err.value)
     assert "backend 'tensorrt' needs" in message
     if not HAS_TRT:
-        assert "'tensorrt' Python package" in message and "pip install tensorrt-cu12" in message
+        assert "'tensorrt' Python package" in message
+        assert "pip install tensorrt-cu12" in message
     if not torch.cuda.is_available():
         assert "a CUDA GPU visible to torch" in message
 
@@ -53,8 +55,9 @@ def test_backend_refuses_cpu(tmp_path):
 def test_create_backend_tensorrt_raises_the_clear_error(tmp_path):
     from sam2s_ros.tracking.config import TrackerConfig
 
-    cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, backend="tensorrt", device="cuda",
-                        onnx_dir=str(tmp_path))
+    cfg = TrackerConfig(
+        model_size="tiny", image_size=IMAGE_SIZE, backend="tensorrt", device="cuda", onnx_dir=str(tmp_path)
+    )
     with pytest.raises(BackendError, match="backend 'tensorrt' needs"):
         create_backend(cfg, MODEL)
 
@@ -112,9 +115,14 @@ def test_native_tensorrt_matches_torch_on_cuda(engines_dir, b):
         ours = trt_backend.decode_masks(pix, feats, coords.cuda(), labels.cuda(), None, multimask)
         theirs = ref.decode_masks(pix, feats, coords.cuda(), labels.cuda(), None, multimask)
         assert (ours.low_res_masks - theirs.low_res_masks).abs().max() < 1e-2
-    memory = MemoryInputs(torch.randn(b, 7, 64, hw, hw).cuda(), torch.randint(0, 7, (b, 7)).cuda(),
-                          torch.ones(b, 7, dtype=torch.bool).cuda(), torch.randn(b, 16, 256).cuda(),
-                          torch.rand(b, 16).cuda(), torch.ones(b, 16, dtype=torch.bool).cuda())
+    memory = MemoryInputs(
+        torch.randn(b, 7, 64, hw, hw).cuda(),
+        torch.randint(0, 7, (b, 7)).cuda(),
+        torch.ones(b, 7, dtype=torch.bool).cuda(),
+        torch.randn(b, 16, 256).cuda(),
+        torch.rand(b, 16).cuda(),
+        torch.ones(b, 16, dtype=torch.bool).cuda(),
+    )
     assert (trt_backend.attend_memory(feats, memory) - ref.attend_memory(feats, memory)).abs().max() < 1e-2
     assert isinstance(feats, ImageFeatures)
 
@@ -135,24 +143,32 @@ def test_onnxruntime_gpu_providers_match_torch(tmp_path_factory, provider):
     ref = TorchBackend(build_random_model("tiny", IMAGE_SIZE, seed=0), device="cuda")
     image = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE).cuda()
     for a, r in zip(backend.encode_image(image), ref.encode_image(image)):
-        assert a.is_cuda and (a - r).abs().max() < 1e-2
+        assert a.is_cuda
+        assert (a - r).abs().max() < 1e-2
 
 
 @pytest.mark.gpu
 @pytest.mark.shared_data
 @pytest.mark.parametrize("backend_name", ["tensorrt", "onnxruntime"])
 def test_tracker_runs_on_gpu_backends(engines_dir, shared_dir, backend_name):
+    from sam2s_ros.data import read_davis_sequence
     from sam2s_ros.tracking.config import TrackerConfig
     from sam2s_ros.tracking.tracker import InstrumentTracker
     from sam2s_ros.tracking.types import PromptInput, PromptMode
-    from sam2_reference import read_rgb
 
-    cfg = TrackerConfig(model_size="tiny", image_size=IMAGE_SIZE, allow_random_weights=True, seed=0,
-                        backend=backend_name, device="cuda", onnx_dir=str(engines_dir))
+    cfg = TrackerConfig(
+        model_size="tiny",
+        image_size=IMAGE_SIZE,
+        allow_random_weights=True,
+        seed=0,
+        backend=backend_name,
+        device="cuda",
+        onnx_dir=str(engines_dir),
+    )
     if backend_name == "tensorrt":
         cfg.autocast_dtype = "none"  # the engines of engines_dir are fp32
     tracker = InstrumentTracker.from_config(cfg)
-    frames = [read_rgb(shared_dir / "data" / "cholecseg8k_clip" / "frames" / f"{i:05d}.png") for i in range(8)]
+    frames = read_davis_sequence(shared_dir / "data" / "cholecseg8k_clip", 8).frames
     box = PromptInput(1, PromptMode.NEW, box=np.array([120.0, 60.0, 420.0, 300.0], np.float32))
     for i, frame in enumerate(frames):
         result = tracker.track(frame, [box] if i == 0 else [])

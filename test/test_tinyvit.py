@@ -49,13 +49,18 @@ def build_sam_heads(sd: dict[str, torch.Tensor]) -> tuple[torch.nn.Module, torch
     md = MaskDecoder(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-        transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256, use_high_res_features=False,
-        iou_prediction_use_sigmoid=False, pred_obj_scores=False, pred_obj_scores_mlp=False,
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+        use_high_res_features=False,
+        iou_prediction_use_sigmoid=False,
+        pred_obj_scores=False,
+        pred_obj_scores_mlp=False,
         use_multimask_token_for_obj_ptr=False,
     )
-    pe.load_state_dict({k[len("prompt_encoder."):]: v for k, v in sd.items() if k.startswith("prompt_encoder.")})
+    pe.load_state_dict({k[len("prompt_encoder.") :]: v for k, v in sd.items() if k.startswith("prompt_encoder.")})
     dec = {
-        k[len("mask_decoder."):].replace("mlp.lin1.", "mlp.layers.0.").replace("mlp.lin2.", "mlp.layers.1."): v
+        k[len("mask_decoder.") :].replace("mlp.lin1.", "mlp.layers.0.").replace("mlp.lin2.", "mlp.layers.1."): v
         for k, v in sd.items()
         if k.startswith("mask_decoder.")
     }
@@ -143,7 +148,7 @@ TEST_FRAMES = [0, 14, 28, 43, 57, 71]
 def test_strict_load_and_shapes():
     from sam2s_ros.model.tinyvit import TinyViT, load_mobilesam_image_encoder
 
-    enc_keys = {k[len("image_encoder."):] for k in _read_sd() if k.startswith("image_encoder.")}
+    enc_keys = {k[len("image_encoder.") :] for k in _read_sd() if k.startswith("image_encoder.")}
     assert len(enc_keys) == 302
     assert set(TinyViT(512).state_dict()) == enc_keys
     encoder = load_mobilesam_image_encoder(str(CKPT), 512)
@@ -171,8 +176,10 @@ def test_bad_checkpoint_raises(tmp_path):
 @pytest.mark.skipif(not (CLIP / "frames").is_dir(), reason=f"CholecSeg8k clip not found at {CLIP}")
 def test_box_oracle_accuracy_padded():
     j = oracle_mean_j(TEST_FRAMES, squash=False)
-    print(f"true-box oracle, padded 1024, frames {TEST_FRAMES}: mean J multimask {j['multi']:.3f}, "
-          f"single {j['single']:.3f} (README, 72 frames: 0.744)")
+    print(
+        f"true-box oracle, padded 1024, frames {TEST_FRAMES}: mean J multimask {j['multi']:.3f}, "
+        f"single {j['single']:.3f} (README, 72 frames: 0.744)"
+    )
     assert j["single"] >= 0.6, j  # single-mask output is what reproduces the README's 0.744 over 72 frames
 
 
@@ -180,6 +187,8 @@ def test_box_oracle_accuracy_padded():
 @pytest.mark.skipif(not (CLIP / "frames").is_dir(), reason=f"CholecSeg8k clip not found at {CLIP}")
 def test_box_oracle_accuracy_squashed():
     j = oracle_mean_j(TEST_FRAMES, squash=True)
-    print(f"true-box oracle, squashed 1024x1024, frames {TEST_FRAMES}: mean J multimask {j['multi']:.3f}, "
-          f"single {j['single']:.3f}")
+    print(
+        f"true-box oracle, squashed 1024x1024, frames {TEST_FRAMES}: mean J multimask {j['multi']:.3f}, "
+        f"single {j['single']:.3f}"
+    )
     assert all(np.isfinite(v) for v in j.values())

@@ -12,6 +12,7 @@ import torch
 from sam2s_ros.errors import ConfigError, FrameError, PromptError, StateFileError, UnknownInstrumentError
 from sam2s_ros.tracking.config import TrackerConfig
 from sam2s_ros.tracking.types import ClassSource, PromptInput, PromptMode
+
 from tracker_fixtures import box, click, load_frames, small_tracker
 
 
@@ -27,11 +28,16 @@ def _ids(result):
 def test_outputs_have_source_resolution_and_consistent_fields(frames):
     tr = small_tracker()
     res = tr.track(frames[0], [click(1, 430, 300, class_id=2), box(2, 100, 80, 300, 260, class_name="other")])
-    assert _ids(res) == [1, 2] and res.frame_index == 0 and res.image_hw == (480, 854)
+    assert _ids(res) == [1, 2]
+    assert res.frame_index == 0
+    assert res.image_hw == (480, 854)
     for r in res.instruments:
-        assert r.mask.shape == (480, 854) and r.mask.dtype == bool
-        assert r.mask_logits.shape == (480, 854) and r.mask_logits.dtype == np.float32
-        assert np.array_equal(r.mask, r.mask_logits > 0) and r.is_conditioning_frame
+        assert r.mask.shape == (480, 854)
+        assert r.mask.dtype == bool
+        assert r.mask_logits.shape == (480, 854)
+        assert r.mask_logits.dtype == np.float32
+        assert np.array_equal(r.mask, r.mask_logits > 0)
+        assert r.is_conditioning_frame
         x0, y0, x1, y1 = r.bbox
         if r.mask.any():
             ys, xs = np.nonzero(r.mask)
@@ -40,10 +46,12 @@ def test_outputs_have_source_resolution_and_consistent_fields(frames):
     assert (one.class_id, one.class_name, one.class_source) == (2, "prograsp_forceps", ClassSource.PROMPT)
     assert (two.class_id, two.class_name, two.class_source) == (7, "other", ClassSource.PROMPT)
     labels = res.label_image()
-    assert labels.dtype == np.uint16 and set(np.unique(labels)) <= {0, 1, 2}
+    assert labels.dtype == np.uint16
+    assert set(np.unique(labels)) <= {0, 1, 2}
     assert np.array_equal(labels > 0, one.mask | two.mask)
     nxt = tr.track(frames[1])
-    assert nxt.frame_index == 1 and not any(r.is_conditioning_frame for r in nxt.instruments)
+    assert nxt.frame_index == 1
+    assert not any(r.is_conditioning_frame for r in nxt.instruments)
     assert set(res.timings) >= {"image_encoder", "mask_decoder", "memory_encoder", "total"}
     assert "memory_attention" in nxt.timings
 
@@ -66,12 +74,14 @@ def test_add_remove_refine_mid_stream(frames):
             )
         ],
     )
-    assert res.instruments[0].is_conditioning_frame and tr.memory_sizes()[1]["cond"] == 2
+    assert res.instruments[0].is_conditioning_frame
+    assert tr.memory_sizes()[1]["cond"] == 2
     tr.remove_instrument(5)
     res = tr.track(frames[4])
     assert _ids(res) == [1]
     res = tr.track(frames[5], [click(5, 300, 200)])  # the id comes back as a new instrument
-    assert _ids(res) == [1, 5] and tr.memory_sizes()[5]["cond"] == 1
+    assert _ids(res) == [1, 5]
+    assert tr.memory_sizes()[5]["cond"] == 1
     gt = np.zeros((480, 854), bool)
     gt[200:400, 300:600] = True
     res = tr.track(frames[6], [PromptInput(5, PromptMode.REPLACE, mask=gt)])
@@ -95,7 +105,9 @@ def test_refinement_changes_the_mask_and_mask_prompt_is_used_as_output(frames):
     gt[100:300, 200:500] = True
     res = tr.track(frames[2], [PromptInput(1, PromptMode.REFINE, mask=gt)]).instruments[0]
     iou = (res.mask & gt).sum() / (res.mask | gt).sum()
-    assert iou > 0.95 and res.predicted_iou == 1.0 and res.object_score > 0
+    assert iou > 0.95
+    assert res.predicted_iou == 1.0
+    assert res.object_score > 0
 
 
 def test_instrument_that_disappears_and_comes_back(frames):
@@ -108,7 +120,8 @@ def test_instrument_that_disappears_and_comes_back(frames):
     gone = [tr.track(f).instruments[0] for f in frames[1:9]]
     assert all(not r.visible and not r.mask.any() and r.bbox == (0, 0, 0, 0) for r in gone)
     sizes = tr.memory_sizes()[1]
-    assert sizes["short_term"] == 0 and sizes["pointers"] == 0  # DiveMem: absent frames never stored
+    assert sizes["short_term"] == 0
+    assert sizes["pointers"] == 0
     with torch.no_grad():
         head.bias.copy_(saved + 1e4)  # visible again
     back = [tr.track(f).instruments[0] for f in frames[9:12]]
@@ -125,11 +138,14 @@ def test_save_load_gives_identical_next_frame_masks(frames, tmp_path):
     tr.save_state(path)
     expected = tr.track(frames[12])
     fresh = small_tracker(iou_threshold=0.0, candidate_pool_size=2)
-    assert fresh.load_state(path) == [1, 2] and fresh.frame_index == 12
+    assert fresh.load_state(path) == [1, 2]
+    assert fresh.frame_index == 12
     got = fresh.track(frames[12])
-    assert fresh.memory_sizes() == tr.memory_sizes() and tr.memory_sizes()[1]["long_term"] > 0
+    assert fresh.memory_sizes() == tr.memory_sizes()
+    assert tr.memory_sizes()[1]["long_term"] > 0
     for a, b in zip(expected.instruments, got.instruments):
-        assert np.array_equal(a.mask, b.mask) and np.array_equal(a.mask_logits, b.mask_logits)
+        assert np.array_equal(a.mask, b.mask)
+        assert np.array_equal(a.mask_logits, b.mask_logits)
         assert (a.class_id, a.class_source) == (b.class_id, b.class_source)
 
 
@@ -162,7 +178,8 @@ def test_memory_bounded_over_300_frames(frames):
     fixed = [{i: {k: v for k, v in s[i].items() if k != "candidates"} for i in s} for s in sizes]
     assert all(f == fixed[-1] for f in fixed[60:])
     assert all(s[i]["candidates"] < tr.cfg.divemem.candidate_pool_size for s in sizes for i in s)
-    assert sizes[-1][1]["short_term"] == 6 and sizes[-1][1]["long_term"] == 3
+    assert sizes[-1][1]["short_term"] == 6
+    assert sizes[-1][1]["long_term"] == 3
     # resident memory does not trend upward: the last 100 frames stay within 25 MB of frames 100-150
     base = np.median(rss[100:150])
     assert max(rss[-100:]) - base < 25 * 2**20, f"RSS grew {(max(rss[-100:]) - base) / 2**20:.1f} MB"
@@ -208,11 +225,9 @@ def test_bad_prompts_are_refused_with_reasons(frames, prompt, error, message):
     with pytest.raises(error, match=message):
         tr.check_prompt(prompt, (480, 854))
     res = tr.track(frames[0], [prompt, click(2, 10, 10)])
-    assert (
-        _ids(res) == [2]
-        and len(res.rejected_prompts) == 1
-        and message.lower() in res.rejected_prompts[0].reason.lower()
-    )
+    assert _ids(res) == [2]
+    assert len(res.rejected_prompts) == 1
+    assert message.lower() in res.rejected_prompts[0].reason.lower()
 
 
 def test_instrument_limits_and_unknown_ids(frames):
@@ -227,7 +242,8 @@ def test_instrument_limits_and_unknown_ids(frames):
     with pytest.raises(UnknownInstrumentError, match="not tracked"):
         tr.remove_instrument(42)
     tr.reset()
-    assert tr.instrument_ids == [] and tr.frame_index == 0
+    assert tr.instrument_ids == []
+    assert tr.frame_index == 0
 
 
 @pytest.mark.parametrize("batching", ["batched", "per_instrument"])
@@ -256,7 +272,8 @@ def test_batching_with_padded_memories_equals_tracking_alone(frames, batching):
         ref = {1: alone_1.track(frames[t]).instruments[0], 2: alone_2.track(frames[t]).instruments[0]}
         for r in res.instruments:
             assert np.abs(r.mask_logits - ref[r.instrument_id].mask_logits).max() < 1e-4
-    assert calls[-1] == (2 if batching == "batched" else 1) and len(calls) == (6 if batching == "batched" else 9)
+    assert calls[-1] == (2 if batching == "batched" else 1)
+    assert len(calls) == (6 if batching == "batched" else 9)
 
 
 def test_unknown_memory_attention_batching_is_refused():

@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from sam2s_ros.data import read_davis_sequence
+from sam2s_ros.evaluation.sam2_reference import official_init_state, official_predictor, official_track, sam21_config
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import PromptInput, PromptMode
-from sam2_reference import official_init_state, official_predictor, official_track, read_rgb, sam21_config
 
 N_FRAMES = 16
 
@@ -24,8 +25,8 @@ N_FRAMES = 16
 @pytest.fixture(scope="module")
 def cholec_frames(shared_dir):
     root = shared_dir / "data" / "cholecseg8k_clip"
-    frames = [read_rgb(root / "frames" / f"{i:05d}.png") for i in range(N_FRAMES)]
-    gt0 = read_rgb(root / "masks_instruments" / "00000.png")[..., 0]
+    clip = read_davis_sequence(root, N_FRAMES)
+    frames, gt0 = clip.frames, clip.labels[0]
     return frames, gt0
 
 
@@ -33,8 +34,10 @@ def _prompts(gt0: np.ndarray):
     ys, xs = np.nonzero(gt0 == 1)  # the grasper
     click = np.array([[xs[len(xs) // 2], ys[len(ys) // 2]]], np.float32)
     box = np.array([120.0, 60.0, 420.0, 300.0], np.float32)  # a tissue region
-    ours = [PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
-            PromptInput(2, PromptMode.NEW, box=box)]
+    ours = [
+        PromptInput(1, PromptMode.NEW, points=click, labels=np.array([1], np.int32)),
+        PromptInput(2, PromptMode.NEW, box=box),
+    ]
     official = {1: dict(points=click, labels=np.array([1], np.int32)), 2: dict(box=box)}
     return ours, official
 

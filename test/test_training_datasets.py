@@ -40,17 +40,24 @@ def _first(folder):
     return sorted(folder.iterdir())[0]
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda d: _first(d / "masks").unlink(), "6 frames but 5 masks"),
-    (lambda d: _first(d / "masks").rename(d / "masks" / "99999.png"), "file names must match"),
-    (lambda d: Image.fromarray(np.zeros((100, 100), np.uint8)).save(_first(d / "masks")), "mask is 100x100"),
-    (lambda d: [Image.fromarray(np.zeros((480, 854), np.uint8)).save(p) for p in (d / "masks").iterdir()],
-     "every mask is empty"),
-    (lambda d: _first(d / "masks").write_bytes(b"not a png"), "cannot read label image"),
-    (lambda d: shutil.rmtree(d / "masks"), "masks/ is missing"),
-    (lambda d: Image.fromarray(np.zeros((480, 854, 3), np.uint8)).save(_first(d / "masks")),
-     "not a single-channel label image"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda d: _first(d / "masks").unlink(), "6 frames but 5 masks"),
+        (lambda d: _first(d / "masks").rename(d / "masks" / "99999.png"), "file names must match"),
+        (lambda d: Image.fromarray(np.zeros((100, 100), np.uint8)).save(_first(d / "masks")), "mask is 100x100"),
+        (
+            lambda d: [Image.fromarray(np.zeros((480, 854), np.uint8)).save(p) for p in (d / "masks").iterdir()],
+            "every mask is empty",
+        ),
+        (lambda d: _first(d / "masks").write_bytes(b"not a png"), "cannot read label image"),
+        (lambda d: shutil.rmtree(d / "masks"), "masks/ is missing"),
+        (
+            lambda d: Image.fromarray(np.zeros((480, 854, 3), np.uint8)).save(_first(d / "masks")),
+            "not a single-channel label image",
+        ),
+    ],
+)
 def test_bad_sequences_are_refused_with_the_reason(seq_dir, damage, message):
     damage(seq_dir)
     with pytest.raises(DatasetError, match=message):

@@ -26,8 +26,9 @@ def test_softening_is_symmetric_under_mirroring(sigma):
     m = torch.zeros(1, 1, 48, 48)
     m[..., 10:30, 5:17] = 1.0
     assert torch.allclose(gaussian_soften(m.flip(-1), sigma), gaussian_soften(m, sigma).flip(-1), atol=1e-6)
-    assert torch.allclose(gaussian_soften(m.transpose(-1, -2), sigma), gaussian_soften(m, sigma).transpose(-1, -2),
-                          atol=1e-6)
+    assert torch.allclose(
+        gaussian_soften(m.transpose(-1, -2), sigma), gaussian_soften(m, sigma).transpose(-1, -2), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("sigma", [1.0, 3.0])

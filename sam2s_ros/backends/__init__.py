@@ -14,15 +14,15 @@ Runtimes whose libraries are missing raise BackendError naming what to install.
 from __future__ import annotations
 
 from sam2s_ros.errors import BackendError
-
-#: onnx_dir used when the configuration names none (``sam2s export --out`` default)
-DEFAULT_ONNX_DIR = "models/onnx"
+from sam2s_ros.export.contract import DEFAULT_ONNX_DIR
 
 
 def _graph_precision(cfg) -> str:
     if cfg.autocast_dtype == "bfloat16":
-        raise BackendError(f"backend {cfg.backend!r} runs fp32 or fp16 graphs: set autocast_dtype to "
-                           "'none' or 'float16' ('bfloat16' is for the torch backend)")
+        raise BackendError(
+            f"backend {cfg.backend!r} runs fp32 or fp16 graphs: set autocast_dtype to "
+            "'none' or 'float16' ('bfloat16' is for the torch backend)"
+        )
     return "fp16" if cfg.autocast_dtype == "float16" else "fp32"
 
 
@@ -42,8 +42,12 @@ def create_backend(cfg, model):
         from sam2s_ros.backends.torch_backend import TorchBackend
 
         return TorchBackend(model.sam, device=cfg.device, autocast_dtype=cfg.autocast_dtype)
-    identity = dict(image_size=cfg.image_size, model_size=cfg.model_size, checkpoint_sha256=model.checkpoint_sha256,
-                    weights=model.weights)
+    identity = dict(
+        image_size=cfg.image_size,
+        model_size=cfg.model_size,
+        checkpoint_sha256=model.checkpoint_sha256,
+        weights=model.weights,
+    )
     onnx_dir = cfg.onnx_dir or DEFAULT_ONNX_DIR
     if cfg.backend == "onnxruntime":
         from sam2s_ros.backends.onnxruntime_backend import OnnxRuntimeBackend

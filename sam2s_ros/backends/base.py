@@ -58,14 +58,21 @@ class Backend(Protocol):
     def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
         """Memory attention -> [B, 256, h, w] memory-conditioned features."""
 
-    def decode_masks(self, pix_feat: torch.Tensor, feats: ImageFeatures, point_coords: torch.Tensor,
-                     point_labels: torch.Tensor, mask_input: Optional[torch.Tensor],
-                     multimask: bool) -> DecoderOutput:
+    def decode_masks(
+        self,
+        pix_feat: torch.Tensor,
+        feats: ImageFeatures,
+        point_coords: torch.Tensor,
+        point_labels: torch.Tensor,
+        mask_input: Optional[torch.Tensor],
+        multimask: bool,
+    ) -> DecoderOutput:
         """Prompt encoder + mask decoder for B instruments sharing one point count P."""
 
     def decode_mask_prompt(self, feats: ImageFeatures, masks: torch.Tensor) -> DecoderOutput:
         """Mask prompts [B, 1, S, S] {0,1} used as output (SAM 2.1 mask-as-output)."""
 
-    def encode_memory(self, feats: ImageFeatures, mask_for_mem: torch.Tensor,
-                      object_score_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_memory(
+        self, feats: ImageFeatures, mask_for_mem: torch.Tensor, object_score_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (maskmem_features [B, 64, h, w] float32, maskmem_pos [1, 64, h, w])."""

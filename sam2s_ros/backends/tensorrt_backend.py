@@ -21,12 +21,14 @@ from typing import Optional
 
 import torch
 
-from sam2s_ros.backends.onnxruntime_backend import GraphBackend, check_export, load_constants
+from sam2s_ros.backends.graph import GraphBackend, check_export, load_constants
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export import GRAPHS, PRECISIONS, TENSORRT_SUBDIR
+from sam2s_ros.export.contract import GRAPHS, PRECISIONS, TENSORRT_SUBDIR
 
-_INSTALL = ("the 'tensorrt' Python package, TensorRT >= 10 (e.g. `pip install tensorrt-cu12` from NVIDIA's "
-            "index; needs an NVIDIA GPU and driver)")
+_INSTALL = (
+    "the 'tensorrt' Python package, TensorRT >= 10 (e.g. `pip install tensorrt-cu12` from NVIDIA's "
+    "index; needs an NVIDIA GPU and driver)"
+)
 
 
 def _require_runtime(device: torch.device):
@@ -42,11 +44,16 @@ def _require_runtime(device: torch.device):
     if trt is not None and int(str(trt.__version__).split(".")[0]) < 10:
         missing.append(f"TensorRT >= 10 (found {trt.__version__})")
     if not torch.cuda.is_available():
-        missing.append(f"a CUDA GPU visible to torch (torch {torch.__version__} sees none; install a CUDA build "
-                       "of torch and the NVIDIA driver)")
+        missing.append(
+            f"a CUDA GPU visible to torch (torch {torch.__version__} sees none; install a CUDA build "
+            "of torch and the NVIDIA driver)"
+        )
     if missing:
-        raise BackendError("backend 'tensorrt' needs " + "; and ".join(missing)
-                           + ". Alternatives: backend onnxruntime (CPU, or onnxruntime-gpu) or torch")
+        raise BackendError(
+            "backend 'tensorrt' needs "
+            + "; and ".join(missing)
+            + ". Alternatives: backend onnxruntime (CPU, or onnxruntime-gpu) or torch"
+        )
     return trt
 
 
@@ -57,22 +64,32 @@ class _Engine:
         self.trt, self.path, self.device = trt, path, device
         self.engine = runtime.deserialize_cuda_engine(path.read_bytes())
         if self.engine is None:
-            raise BackendError(f"TensorRT cannot deserialize {path} (built by another TensorRT version or for "
-                               "another GPU?); rebuild with sam2s export --tensorrt --force")
+            raise BackendError(
+                f"TensorRT cannot deserialize {path} (built by another TensorRT version or for "
+                "another GPU?); rebuild with sam2s export --tensorrt --force"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.inputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        self._dtypes = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-                        trt.int64: torch.int64, trt.bool: torch.bool, trt.int8: torch.int8}
+        self._dtypes = {
+            trt.float32: torch.float32,
+            trt.float16: torch.float16,
+            trt.int32: torch.int32,
+            trt.int64: torch.int64,
+            trt.bool: torch.bool,
+            trt.int8: torch.int8,
+        }
 
     def run(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         for name in self.inputs:
             x = feeds[name]
             if not self.context.set_input_shape(name, tuple(x.shape)):
                 lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
-                raise BackendError(f"{self.path.name}: input {name} shape {tuple(x.shape)} is outside the engine's "
-                                   f"profile {tuple(lo)}..{tuple(hi)}; rebuild with larger max dims")
+                raise BackendError(
+                    f"{self.path.name}: input {name} shape {tuple(x.shape)} is outside the engine's "
+                    f"profile {tuple(lo)}..{tuple(hi)}; rebuild with larger max dims"
+                )
             self.context.set_tensor_address(name, x.data_ptr())
         outs = {}
         for name in self.outputs:
@@ -100,8 +117,16 @@ class TensorRTBackend(GraphBackend):
 
     name = "tensorrt"
 
-    def __init__(self, onnx_dir, image_size: int, model_size: str, device: str = "cuda",
-                 precision: str = "fp16", checkpoint_sha256: Optional[str] = None, weights: Optional[str] = None):
+    def __init__(
+        self,
+        onnx_dir,
+        image_size: int,
+        model_size: str,
+        device: str = "cuda",
+        precision: str = "fp16",
+        checkpoint_sha256: Optional[str] = None,
+        weights: Optional[str] = None,
+    ):
         self.device = torch.device(device)
         trt = _require_runtime(self.device)
         if precision not in PRECISIONS:
@@ -117,11 +142,13 @@ class TensorRTBackend(GraphBackend):
                 self._check_sidecar(trt, path)
                 self.engines[stage] = _Engine(trt, runtime, path, self.device)
                 if set(self.engines[stage].inputs) != {t.name for t in spec.inputs}:
-                    raise BackendError(f"{path} has inputs {self.engines[stage].inputs}, expected "
-                                       f"{[t.name for t in spec.inputs]}; rebuild it")
+                    raise BackendError(
+                        f"{path} has inputs {self.engines[stage].inputs}, expected "
+                        f"{[t.name for t in spec.inputs]}; rebuild it"
+                    )
 
     def _check_sidecar(self, trt, path: Path) -> None:
-        from sam2s_ros.export.tensorrt_build import file_sha256
+        from sam2s_ros.model.checkpoint import file_sha256
 
         hint = f"build engines with: sam2s export ... --out {self.onnx_dir} --tensorrt [--fp16] --force"
         sidecar = Path(f"{path}.json")

@@ -32,8 +32,10 @@ class TorchBackend:
 
     def __init__(self, sam: torch.nn.Module, device: str = "cpu", autocast_dtype: str = "none"):
         if device.startswith("cuda") and not torch.cuda.is_available():
-            raise BackendError(f"device {device!r} requested but torch sees no CUDA GPU "
-                               f"(torch {torch.__version__}); use device:=cpu or install a CUDA build of torch")
+            raise BackendError(
+                f"device {device!r} requested but torch sees no CUDA GPU "
+                f"(torch {torch.__version__}); use device:=cpu or install a CUDA build of torch"
+            )
         if autocast_dtype != "none" and not device.startswith("cuda"):
             raise BackendError("autocast_dtype needs a CUDA device; use 'none' on CPU")
         self.device = torch.device(device)
@@ -68,24 +70,43 @@ class TorchBackend:
     def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
         with self._ctx():
             maskmem_pos = self.maskmem_pos()
-            return self.memory_attention(feats.feat_s2, feats.pos_s2, memory.mem_feats, maskmem_pos,
-                                         memory.mem_tpos_index, memory.mem_valid, memory.obj_ptrs,
-                                         memory.obj_ptr_pos, memory.ptr_valid).float()
+            return self.memory_attention(
+                feats.feat_s2,
+                feats.pos_s2,
+                memory.mem_feats,
+                maskmem_pos,
+                memory.mem_tpos_index,
+                memory.mem_valid,
+                memory.obj_ptrs,
+                memory.obj_ptr_pos,
+                memory.ptr_valid,
+            ).float()
 
-    def decode_masks(self, pix_feat, feats, point_coords, point_labels, mask_input: Optional[torch.Tensor],
-                     multimask: bool) -> DecoderOutput:
+    def decode_masks(
+        self, pix_feat, feats, point_coords, point_labels, mask_input: Optional[torch.Tensor], multimask: bool
+    ) -> DecoderOutput:
         b = pix_feat.shape[0]
         dec = self.decoder_multi if multimask else self.decoder_single
         with self._ctx():
-            out = dec(pix_feat, feats.feat_s0.expand(b, -1, -1, -1), feats.feat_s1.expand(b, -1, -1, -1),
-                      point_coords, point_labels, mask_input)
+            out = dec(
+                pix_feat,
+                feats.feat_s0.expand(b, -1, -1, -1),
+                feats.feat_s1.expand(b, -1, -1, -1),
+                point_coords,
+                point_labels,
+                mask_input,
+            )
         return DecoderOutput(*(t.float() for t in out))
 
     def decode_mask_prompt(self, feats: ImageFeatures, masks: torch.Tensor) -> DecoderOutput:
         b = masks.shape[0]
         with self._ctx():
-            out = self.mask_prompt(feats.feat_s2.expand(b, -1, -1, -1), feats.feat_s0.expand(b, -1, -1, -1),
-                                   feats.feat_s1.expand(b, -1, -1, -1), masks)
+            out = self.mask_prompt(
+                feats.feat_s2.expand(b, -1, -1, -1),
+                feats.feat_s0.expand(b, -1, -1, -1),
+                feats.feat_s1.expand(b, -1, -1, -1),
+                masks,
+            )
         return DecoderOutput(*(t.float() for t in out))
 
     def encode_memory(self, feats, mask_for_mem, object_score_logits):
@@ -97,8 +118,5 @@ class TorchBackend:
     def maskmem_pos(self) -> torch.Tensor:
         """[1, 64, h, w] memory positional encoding (constant for a fixed image size)."""
         if not hasattr(self, "_maskmem_pos"):
-            pe = self.memory_encoder.memory_encoder.position_encoding
-            dummy = torch.zeros(1, self.sam.mem_dim, self.feat_hw, self.feat_hw, device=self.device)
-            with torch.inference_mode():
-                self._maskmem_pos = pe(dummy).float()
+            self._maskmem_pos = stages.memory_positional_encoding(self.sam, self.image_size, self.device)
         return self._maskmem_pos

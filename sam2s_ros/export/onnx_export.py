@@ -42,13 +42,25 @@ from torch import nn
 
 from sam2s_ros import __version__
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import (CONSTANTS_FILE, DYNAMIC_DIMS, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, PRECISIONS,
-                              TENSORRT_SUBDIR, TRT_CACHE_SUBDIR, GraphSpec, model_name)
+from sam2s_ros.export.contract import (
+    CONSTANTS_FILE,
+    DEFAULT_OPSET,
+    DYNAMIC_DIMS,
+    GRAPH_FORMAT,
+    GRAPHS,
+    MANIFEST_FILE,
+    MAX_OPSET,
+    MIN_OPSET,
+    PRECISIONS,
+    TENSORRT_SUBDIR,
+    TRT_CACHE_SUBDIR,
+    GraphSpec,
+    model_name,
+)
 from sam2s_ros.model import stages
+from sam2s_ros.model.stages import memory_positional_encoding
+from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig, image_size_problem
 
-#: ONNX opsets the TorchScript exporter of torch 2.13 writes and the backends accept
-MIN_OPSET, MAX_OPSET = 17, 20
-DEFAULT_OPSET = 17
 #: example sizes of the dynamic axes while tracing (all != 1 so nothing specialises to 1)
 TRACE_DIMS = {"instruments": 2, "points": 3, "mem_frames": 3, "obj_ptrs": 4}
 
@@ -72,7 +84,7 @@ class ExportOptions:
 
     out_dir: Path
     model_size: str = "tiny"
-    image_size: int = 1024
+    image_size: int = TrackerConfig.image_size
     checkpoint: Optional[str] = None
     random_weights: bool = False
     seed: int = 0
@@ -124,14 +136,13 @@ def _upsample_bilinear2d_aa_symbolic(g, x, output_size, align_corners, scale_fac
     return g.op("MatMul", g.op("Constant", value_t=antialias_matrix(h_in, h_out).t().contiguous()), rows)
 
 
-def _sdpa_symbolic(g, query, key, value, attn_mask=None, dropout_p=None, is_causal=None, scale=None,
-                   enable_gqa=None):
+def _sdpa_symbolic(g, query, key, value, attn_mask=None, dropout_p=None, is_causal=None, scale=None, enable_gqa=None):
     """scaled_dot_product_attention without the exporter's NaN guard, for masks that never empty a row.
 
     torch's symbolic follows a boolean-mask softmax with ``Where(IsNaN(w), 0, w)`` over the
     whole [B, heads, Lq, Lk] weight matrix (for rows whose keys are all masked). The memory
     attention always has at least one valid memory per instrument, so here the guard is
-    left out (~10 % of the memory-attention time on CPU) and the query alone is scaled.
+    left out (its cost: docs/backends.md) and the query alone is scaled.
     Other uses (dropout, causal, explicit scale, float masks) go to torch's symbolic.
     """
     from torch.onnx import symbolic_helper as sh
@@ -142,17 +153,26 @@ def _sdpa_symbolic(g, query, key, value, attn_mask=None, dropout_p=None, is_caus
         from torch.onnx import symbolic_opset14
     rank = sh._get_tensor_rank(query)
     bool_mask = not sh._is_none(attn_mask) and attn_mask.type().scalarType() == "Bool"
-    plain = (sh._maybe_get_const(dropout_p, "f") in (0, 0.0) and not sh._maybe_get_const(is_causal, "b")
-             and sh._is_none(scale) and not (enable_gqa is not None and sh._maybe_get_const(enable_gqa, "b")))
+    plain = (
+        sh._maybe_get_const(dropout_p, "f") in (0, 0.0)
+        and not sh._maybe_get_const(is_causal, "b")
+        and sh._is_none(scale)
+        and not (enable_gqa is not None and sh._maybe_get_const(enable_gqa, "b"))
+    )
     if not (plain and rank and (bool_mask or sh._is_none(attn_mask))):
-        return symbolic_opset14.scaled_dot_product_attention(g, query, key, value, attn_mask, dropout_p, is_causal,
-                                                             scale, enable_gqa)
+        return symbolic_opset14.scaled_dot_product_attention(
+            g, query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa
+        )
     perm = [*range(rank - 2), rank - 1, rank - 2]
     q = g.op("Mul", query, symbolic_opset14._attention_scale(g, query))  # 1 / sqrt(head dim), folded
     scores = g.op("MatMul", q, g.op("Transpose", key, perm_i=perm))
     if bool_mask:
-        additive = g.op("Where", attn_mask, g.op("Constant", value_t=torch.tensor([0.0])),
-                        g.op("Constant", value_t=torch.tensor([-float("inf")])))
+        additive = g.op(
+            "Where",
+            attn_mask,
+            g.op("Constant", value_t=torch.tensor([0.0])),
+            g.op("Constant", value_t=torch.tensor([-float("inf")])),
+        )
         scores = g.op("Add", scores, additive)
     return g.op("MatMul", g.op("Softmax", scores, axis_i=-1), value)
 
@@ -221,8 +241,14 @@ class MaskDecoderGraph(nn.Module):
     def forward(self, pix_feat, feat_s0, feat_s1, point_coords, point_labels, mask_input, has_mask):
         b = pix_feat.shape[0]
         with _prompt_encoder_swapped(self.stage.sam, self.switch, has_mask):
-            return self.stage(pix_feat, feat_s0.expand(b, -1, -1, -1), feat_s1.expand(b, -1, -1, -1),
-                              point_coords, point_labels, mask_input)
+            return self.stage(
+                pix_feat,
+                feat_s0.expand(b, -1, -1, -1),
+                feat_s1.expand(b, -1, -1, -1),
+                point_coords,
+                point_labels,
+                mask_input,
+            )
 
 
 class MaskPromptGraph(nn.Module):
@@ -240,8 +266,9 @@ class MaskPromptGraph(nn.Module):
 
     def forward(self, feat_s2, mask):
         b = mask.shape[0]
-        return self.stage(feat_s2.expand(b, -1, -1, -1), self.feat_s0.expand(b, -1, -1, -1),
-                          self.feat_s1.expand(b, -1, -1, -1), mask)
+        return self.stage(
+            feat_s2.expand(b, -1, -1, -1), self.feat_s0.expand(b, -1, -1, -1), self.feat_s1.expand(b, -1, -1, -1), mask
+        )
 
 
 class MemoryAttentionGraph(nn.Module):
@@ -253,8 +280,9 @@ class MemoryAttentionGraph(nn.Module):
         self.register_buffer("maskmem_pos", memory_positional_encoding(sam, image_size), persistent=False)
 
     def forward(self, feat_s2, pos_s2, mem_feats, mem_tpos_index, mem_valid, obj_ptrs, obj_ptr_pos, ptr_valid):
-        return self.stage(feat_s2, pos_s2, mem_feats, self.maskmem_pos, mem_tpos_index, mem_valid, obj_ptrs,
-                          obj_ptr_pos, ptr_valid)
+        return self.stage(
+            feat_s2, pos_s2, mem_feats, self.maskmem_pos, mem_tpos_index, mem_valid, obj_ptrs, obj_ptr_pos, ptr_valid
+        )
 
 
 class MemoryEncoderGraph(nn.Module):
@@ -269,25 +297,23 @@ class MemoryEncoderGraph(nn.Module):
         return self.stage(feat_s2.expand(b, -1, -1, -1), mask_for_mem, object_score_logits)[0]
 
 
-def memory_positional_encoding(sam: nn.Module, image_size: int) -> torch.Tensor:
-    """[1, 64, h, w] float32 maskmem_pos (as TorchBackend.maskmem_pos)."""
-    hw = image_size // 16
-    dummy = torch.zeros(1, sam.mem_dim, hw, hw)
-    with torch.inference_mode():
-        return sam.memory_encoder.position_encoding(dummy).float().clone()
-
-
 def graph_modules(sam: nn.Module, image_size: int) -> dict[str, nn.Module]:
     """The export wrappers of every stage of :data:`GRAPHS`, in eval mode on CPU."""
-    mods = {"image_encoder": ImageEncoderGraph(sam), "mask_decoder_multi": MaskDecoderGraph(sam, True),
-            "mask_decoder_single": MaskDecoderGraph(sam, False), "mask_prompt": MaskPromptGraph(sam, image_size),
-            "memory_attention": MemoryAttentionGraph(sam, image_size), "memory_encoder": MemoryEncoderGraph(sam)}
+    mods = {
+        "image_encoder": ImageEncoderGraph(sam),
+        "mask_decoder_multi": MaskDecoderGraph(sam, True),
+        "mask_decoder_single": MaskDecoderGraph(sam, False),
+        "mask_prompt": MaskPromptGraph(sam, image_size),
+        "memory_attention": MemoryAttentionGraph(sam, image_size),
+        "memory_encoder": MemoryEncoderGraph(sam),
+    }
     assert set(mods) == set(GRAPHS)
     return {k: m.eval() for k, m in mods.items()}
 
 
-def example_inputs(spec: GraphSpec, image_size: int, dims: Optional[dict[str, int]] = None,
-                   seed: int = 0) -> dict[str, torch.Tensor]:
+def example_inputs(
+    spec: GraphSpec, image_size: int, dims: Optional[dict[str, int]] = None, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Plausible random inputs of ``spec`` (valid labels, indices and flags) for tracing and tests."""
     gen = torch.Generator().manual_seed(seed)
     dims = {**TRACE_DIMS, **(dims or {})}
@@ -331,9 +357,17 @@ def export_graph(module: nn.Module, spec: GraphSpec, path: Path, image_size: int
             warnings.filterwarnings("ignore", message=".*dynamo=False.*")
             # gather indices (best mask, temporal position rows) are never negative
             warnings.filterwarnings("ignore", message="Exporting aten::index operator of advanced indexing")
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=opset, do_constant_folding=True,
-                              input_names=[t.name for t in spec.inputs], output_names=[t.name for t in spec.outputs],
-                              dynamic_axes=spec.dynamic_axes())
+            torch.onnx.export(
+                module,
+                args,
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=[t.name for t in spec.inputs],
+                output_names=[t.name for t in spec.outputs],
+                dynamic_axes=spec.dynamic_axes(),
+            )
     except ExportError:
         raise
     except Exception as exc:  # the exporter raises many types (RuntimeError, UnsupportedOperatorError, ...)
@@ -447,19 +481,19 @@ def validate_options(opts: ExportOptions) -> None:
         ExportError: bad image size / model size / opset, no or missing checkpoint, both a
             checkpoint and random weights, or a non-empty output folder without ``force``.
     """
-    from sam2s_ros.tracking.config import MODEL_SIZES
-
     if opts.model_size not in MODEL_SIZES:
         raise ExportError(f"model size must be one of {', '.join(MODEL_SIZES)}, got {opts.model_size!r}")
-    if opts.image_size < 128 or opts.image_size % 32 != 0:
-        raise ExportError(f"image size must be a multiple of 32 and >= 128, got {opts.image_size}")
+    if image_size_problem(opts.image_size):
+        raise ExportError(f"image size {image_size_problem(opts.image_size)}")
     if not MIN_OPSET <= opts.opset <= MAX_OPSET:
         raise ExportError(f"opset must be {MIN_OPSET}..{MAX_OPSET}, got {opts.opset}")
     if opts.checkpoint and opts.random_weights:
         raise ExportError("give either a checkpoint or random weights, not both")
     if not opts.checkpoint and not opts.random_weights:
-        raise ExportError("no checkpoint given: pass --checkpoint PATH (a SAM 2.1 / SAM2S checkpoint) or "
-                          "--random-weights for a pipeline test")
+        raise ExportError(
+            "no checkpoint given: pass --checkpoint PATH (a SAM 2.1 / SAM2S checkpoint) or "
+            "--random-weights for a pipeline test"
+        )
     if opts.checkpoint and not Path(opts.checkpoint).is_file():
         raise ExportError(f"checkpoint {opts.checkpoint} does not exist")
     out = Path(opts.out_dir)
@@ -476,20 +510,31 @@ def export_onnx(opts: ExportOptions) -> ExportResult:
         ExportError: bad options or a failed export; CheckpointError: unreadable checkpoint.
     """
     from sam2s_ros.model.loader import load_model
-    from sam2s_ros.tracking.config import TrackerConfig
 
     validate_options(opts)
-    cfg = TrackerConfig(model_size=opts.model_size, image_size=opts.image_size, checkpoint=opts.checkpoint,
-                        allow_random_weights=opts.random_weights, seed=opts.seed)
+    cfg = TrackerConfig(
+        model_size=opts.model_size,
+        image_size=opts.image_size,
+        checkpoint=opts.checkpoint,
+        allow_random_weights=opts.random_weights,
+        seed=opts.seed,
+    )
     model = load_model(cfg)
     return export_model(model.sam, opts, checkpoint_sha256=model.checkpoint_sha256, weights=model.weights)
 
 
 def common_metadata(opts: ExportOptions, checkpoint_sha256: str, weights: str) -> dict[str, str]:
     """Metadata shared by every graph of one export (stage and precision added per file)."""
-    return {"model": model_name(opts.model_size), "model_size": opts.model_size, "image_size": str(opts.image_size),
-            "opset": str(opts.opset), "checkpoint_sha256": checkpoint_sha256, "weights": weights,
-            "sam2s_ros_version": __version__, "graph_format": GRAPH_FORMAT}
+    return {
+        "model": model_name(opts.model_size),
+        "model_size": opts.model_size,
+        "image_size": str(opts.image_size),
+        "opset": str(opts.opset),
+        "checkpoint_sha256": checkpoint_sha256,
+        "weights": weights,
+        "sam2s_ros_version": __version__,
+        "graph_format": GRAPH_FORMAT,
+    }
 
 
 def export_model(sam: nn.Module, opts: ExportOptions, checkpoint_sha256: str, weights: str) -> ExportResult:
@@ -524,8 +569,11 @@ def export_model(sam: nn.Module, opts: ExportOptions, checkpoint_sha256: str, we
             _export_stage(module, GRAPHS[stage], staging, opts, result)
             result.seconds[stage] = time.perf_counter() - t0
         _write_constants(sam, opts.image_size, staging / CONSTANTS_FILE)
-        manifest = {**result.metadata, "graphs": {f"{s}:{p}": path.name for (s, p), path in result.graphs.items()},
-                    "constants": CONSTANTS_FILE}
+        manifest = {
+            **result.metadata,
+            "graphs": {f"{s}:{p}": path.name for (s, p), path in result.graphs.items()},
+            "constants": CONSTANTS_FILE,
+        }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into(staging, out)
     finally:
@@ -551,8 +599,12 @@ def _export_stage(module: nn.Module, spec: GraphSpec, folder: Path, opts: Export
 def _write_constants(sam: nn.Module, image_size: int, path: Path) -> None:
     with torch.inference_mode():
         no_mem = stages.NoMemoryStage(sam).no_mem_embed[0, 0].float().numpy().copy()
-    np.savez(path, no_mem_embed=no_mem, maskmem_pos=memory_positional_encoding(sam, image_size).numpy(),
-             image_size=np.int64(image_size))
+    np.savez(
+        path,
+        no_mem_embed=no_mem,
+        maskmem_pos=memory_positional_encoding(sam, image_size).numpy(),
+        image_size=np.int64(image_size),
+    )
 
 
 def _move_into(staging: Path, out: Path) -> None:
@@ -567,6 +619,19 @@ def _move_into(staging: Path, out: Path) -> None:
         shutil.move(str(f), str(out / f.name))
 
 
-__all__ = ["DEFAULT_OPSET", "ExportOptions", "ExportResult", "MAX_OPSET", "MIN_OPSET", "antialias_matrix",
-           "example_inputs", "export_graph", "export_model", "export_onnx", "graph_modules", "read_metadata",
-           "register_export_symbolics", "validate_options"]
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportOptions",
+    "ExportResult",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "antialias_matrix",
+    "example_inputs",
+    "export_graph",
+    "export_model",
+    "export_onnx",
+    "graph_modules",
+    "read_metadata",
+    "register_export_symbolics",
+    "validate_options",
+]

@@ -11,15 +11,14 @@ or foreign engine. Engines are specific to the GPU model and TensorRT version.
 Build offline, run online: ``sam2s export ... --tensorrt`` or :func:`build_engines`, then
 ``backend: tensorrt`` (sam2s_ros.backends.tensorrt_backend).
 
-NOT verified here: this machine has no GPU and TensorRT cannot be installed on it
-(../shared/notes/model-facts.md); written against the TensorRT 10 Python API and run by
+NOT verified on the development machine (no GPU, and TensorRT cannot be installed
+there); written against the TensorRT 10 Python API and run by
 ``scripts/gpu_verify.sh`` where both exist. What is tested here is that a missing
 ``tensorrt`` gives a clear ExportError.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -28,15 +27,18 @@ from pathlib import Path
 from typing import Optional
 
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, TENSORRT_SUBDIR, GraphSpec
+from sam2s_ros.export.contract import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, TENSORRT_SUBDIR, GraphSpec
+from sam2s_ros.model.checkpoint import file_sha256
 
 log = logging.getLogger(__name__)
 
 MIN_TENSORRT_MAJOR = 10
 TIMING_CACHE_FILE = "timing.cache"
-INSTALL_HINT = ("install TensorRT 10 for your CUDA version, e.g. `pip install tensorrt-cu12` (from NVIDIA's "
-                "index, needs an NVIDIA GPU and driver), or use backend onnxruntime (onnxruntime-gpu has a "
-                "TensorRT execution provider)")
+INSTALL_HINT = (
+    "install TensorRT 10 for your CUDA version, e.g. `pip install tensorrt-cu12` (from NVIDIA's "
+    "index, needs an NVIDIA GPU and driver), or use backend onnxruntime (onnxruntime-gpu has a "
+    "TensorRT execution provider)"
+)
 
 
 @dataclass
@@ -65,12 +67,16 @@ def require_tensorrt():
     try:
         import tensorrt as trt
     except ImportError as exc:
-        raise ExportError(f"building TensorRT engines needs the 'tensorrt' Python package (TensorRT "
-                          f">= {MIN_TENSORRT_MAJOR}), which is not installed: {INSTALL_HINT}") from exc
+        raise ExportError(
+            f"building TensorRT engines needs the 'tensorrt' Python package (TensorRT "
+            f">= {MIN_TENSORRT_MAJOR}), which is not installed: {INSTALL_HINT}"
+        ) from exc
     major = int(str(trt.__version__).split(".")[0])
     if major < MIN_TENSORRT_MAJOR:
-        raise ExportError(f"TensorRT {trt.__version__} is too old: need >= {MIN_TENSORRT_MAJOR} (name-based I/O, "
-                          f"execute_async_v3); {INSTALL_HINT}")
+        raise ExportError(
+            f"TensorRT {trt.__version__} is too old: need >= {MIN_TENSORRT_MAJOR} (name-based I/O, "
+            f"execute_async_v3); {INSTALL_HINT}"
+        )
     return trt
 
 
@@ -81,15 +87,6 @@ def tensorrt_available() -> bool:
     except ExportError:
         return False
     return True
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def engine_dir(onnx_dir: Path) -> Path:
@@ -131,13 +128,15 @@ def build_engines(opts: BuildOptions) -> dict[str, Path]:
         engine_path = out / GRAPHS[stage].engine_filename()
         if engine_path.exists() and not opts.force:
             raise ExportError(f"{engine_path} exists; pass --force to rebuild it")
-        built[stage] = build_engine(trt, logger, GRAPHS[stage], onnx_dir, engine_path, int(manifest["image_size"]),
-                                    opts)
+        built[stage] = build_engine(
+            trt, logger, GRAPHS[stage], onnx_dir, engine_path, int(manifest["image_size"]), opts
+        )
     return built
 
 
-def build_engine(trt, logger, spec: GraphSpec, onnx_dir: Path, engine_path: Path, image_size: int,
-                 opts: BuildOptions) -> Path:
+def build_engine(
+    trt, logger, spec: GraphSpec, onnx_dir: Path, engine_path: Path, image_size: int, opts: BuildOptions
+) -> Path:
     """Parse ``<stage>.onnx``, build with one optimization profile, write engine + sidecar json."""
     onnx_path = Path(onnx_dir) / spec.filename("fp32")
     if not onnx_path.is_file():
@@ -172,11 +171,17 @@ def build_engine(trt, logger, spec: GraphSpec, onnx_dir: Path, engine_path: Path
         raise ExportError(f"TensorRT failed to build an engine for {onnx_path.name} (see the TensorRT log above)")
     engine_path.write_bytes(bytes(serialized))
     cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
-    sidecar = {"stage": spec.stage, "onnx": onnx_path.name, "onnx_sha256": file_sha256(onnx_path),
-               "tensorrt_version": trt.__version__, "precision": "fp16" if opts.fp16 else "fp32",
-               "gpu": _gpu_name(), "image_size": image_size,
-               "profile": {k: [list(s) for s in v] for k, v in profiles.items()},
-               "build_seconds": round(time.perf_counter() - t0, 1)}
+    sidecar = {
+        "stage": spec.stage,
+        "onnx": onnx_path.name,
+        "onnx_sha256": file_sha256(onnx_path),
+        "tensorrt_version": trt.__version__,
+        "precision": "fp16" if opts.fp16 else "fp32",
+        "gpu": _gpu_name(),
+        "image_size": image_size,
+        "profile": {k: [list(s) for s in v] for k, v in profiles.items()},
+        "build_seconds": round(time.perf_counter() - t0, 1),
+    }
     Path(f"{engine_path}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     log.info("built %s in %.1f s", engine_path, sidecar["build_seconds"])
     return engine_path
@@ -191,5 +196,13 @@ def _gpu_name() -> str:
         return ""
 
 
-__all__ = ["BuildOptions", "INSTALL_HINT", "MIN_TENSORRT_MAJOR", "build_engine", "build_engines", "engine_dir",
-           "file_sha256", "require_tensorrt", "tensorrt_available"]
+__all__ = [
+    "BuildOptions",
+    "INSTALL_HINT",
+    "MIN_TENSORRT_MAJOR",
+    "build_engine",
+    "build_engines",
+    "engine_dir",
+    "require_tensorrt",
+    "tensorrt_available",
+]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from sam2s_ros.errors import ConfigError
-from sam2s_ros.tracking.config import MOBILE_MODEL, MODEL_SIZES
+from sam2s_ros.tracking.config import MOBILE_MODEL, MODEL_SIZES, image_size_problem
 
 #: model size -> official SAM 2.1 config name inside the sam2 package
 SAM21_CONFIGS = {
@@ -50,8 +50,8 @@ def build_sam2_base(model_size: str, image_size: int, device: str = "cpu") -> to
     """
     if model_size not in MODEL_SIZES:
         raise ConfigError(f"model_size must be one of {MODEL_SIZES}, got {model_size!r}")
-    if image_size % 32 != 0 or image_size < 128:
-        raise ConfigError(f"image_size must be a multiple of 32 and >= 128, got {image_size}")
+    if image_size_problem(image_size):
+        raise ConfigError(f"image_size {image_size_problem(image_size)}")
     if model_size == MOBILE_MODEL:
         from sam2s_ros.model.mobile import build_mobile_base
 

@@ -69,7 +69,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         raise CheckpointError(
             f"refused checkpoint {path!r}: it holds Python objects other than tensors "
-            f"(a pickle that may run code); only weights are accepted ({exc})") from exc
+            f"(a pickle that may run code); only weights are accepted ({exc})"
+        ) from exc
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path!r} is corrupt or not a torch file: {exc}") from exc
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -88,7 +89,7 @@ def _listing(names) -> str:
 def split_semantic_head(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
     """Split a state dict into (SAM 2.1 weights, semantic head weights without the prefix)."""
     sam = {k: v for k, v in state.items() if not k.startswith(SEMANTIC_PREFIX)}
-    head = {k[len(SEMANTIC_PREFIX):]: v for k, v in state.items() if k.startswith(SEMANTIC_PREFIX)}
+    head = {k[len(SEMANTIC_PREFIX) :]: v for k, v in state.items() if k.startswith(SEMANTIC_PREFIX)}
     return sam, head
 
 
@@ -102,8 +103,11 @@ def load_sam_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
     expected = model.state_dict()
     missing = set(expected) - set(state)
     unexpected = set(state) - set(expected)
-    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-                  for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape]
+    mismatched = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(state) & set(expected))
+        if state[k].shape != expected[k].shape
+    ]
     if missing or unexpected or mismatched:
         parts = []
         if mismatched:
@@ -112,6 +116,8 @@ def load_sam_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], sou
             parts.append(f"{len(missing)} missing keys: {_listing(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys: {_listing(unexpected)}")
-        raise CheckpointError(f"checkpoint {source!r} does not fit this model (wrong model_size or not a SAM 2.1 "
-                              f"checkpoint): " + " | ".join(parts))
+        raise CheckpointError(
+            f"checkpoint {source!r} does not fit this model (wrong model_size or not a SAM 2.1 "
+            f"checkpoint): " + " | ".join(parts)
+        )
     model.load_state_dict(state, strict=True)

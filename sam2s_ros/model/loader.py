@@ -46,7 +46,8 @@ def load_model(cfg: TrackerConfig) -> LoadedModel:
         if not cfg.allow_random_weights:
             raise CheckpointError(
                 "no checkpoint configured: put a SAM 2.1 / SAM2S checkpoint in models/ (see models/README.md) "
-                "and set the 'checkpoint' parameter, or explicitly allow random weights for a pipeline test")
+                "and set the 'checkpoint' parameter, or explicitly allow random weights for a pipeline test"
+            )
         sam = build_random_model(cfg.model_size, cfg.image_size, seed=cfg.seed)
         return LoadedModel(sam, None, f"random weights (seed {cfg.seed})", "", True)
     state = read_state_dict(cfg.checkpoint)

@@ -97,37 +97,70 @@ def build_mobile_base(image_size: int) -> nn.Module:
     feat = image_size // 16
 
     def rope(kv_in_dim=None, **kw):
-        return RoPEAttention(rope_theta=10000.0, feat_sizes=[feat, feat], embedding_dim=256, num_heads=1,
-                             downsample_rate=MOBILE_ATTENTION_DOWNSAMPLE, dropout=0.0,
-                             **({"kv_in_dim": kv_in_dim} if kv_in_dim else {}), **kw)
+        return RoPEAttention(
+            rope_theta=10000.0,
+            feat_sizes=[feat, feat],
+            embedding_dim=256,
+            num_heads=1,
+            downsample_rate=MOBILE_ATTENTION_DOWNSAMPLE,
+            dropout=0.0,
+            **({"kv_in_dim": kv_in_dim} if kv_in_dim else {}),
+            **kw,
+        )
 
-    layer = MemoryAttentionLayer(activation="relu", cross_attention=rope(kv_in_dim=64, rope_k_repeat=True),
-                                 d_model=256, dim_feedforward=MOBILE_FFN_DIM, dropout=0.0, pos_enc_at_attn=False,
-                                 pos_enc_at_cross_attn_keys=True, pos_enc_at_cross_attn_queries=False,
-                                 self_attention=rope())
-    memory_attention = MemoryAttention(d_model=256, pos_enc_at_input=True, layer=layer,
-                                       num_layers=MOBILE_MEMORY_LAYERS)
+    layer = MemoryAttentionLayer(
+        activation="relu",
+        cross_attention=rope(kv_in_dim=64, rope_k_repeat=True),
+        d_model=256,
+        dim_feedforward=MOBILE_FFN_DIM,
+        dropout=0.0,
+        pos_enc_at_attn=False,
+        pos_enc_at_cross_attn_keys=True,
+        pos_enc_at_cross_attn_queries=False,
+        self_attention=rope(),
+    )
+    memory_attention = MemoryAttention(d_model=256, pos_enc_at_input=True, layer=layer, num_layers=MOBILE_MEMORY_LAYERS)
     memory_encoder = MemoryEncoder(
         out_dim=64,
         mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
-        fuser=Fuser(CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True),
-                    num_layers=2),
+        fuser=Fuser(
+            CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=2
+        ),
         position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, temperature=10000),
     )
     sam = SAM2Base(
-        image_encoder=MobileImageEncoder(image_size), memory_attention=memory_attention,
-        memory_encoder=memory_encoder, num_maskmem=7, image_size=image_size,
-        sigmoid_scale_for_mem_enc=20.0, sigmoid_bias_for_mem_enc=-10.0, binarize_mask_from_pts_for_mem_enc=True,
-        use_mask_input_as_output_without_sam=True, directly_add_no_mem_embed=True, no_obj_embed_spatial=True,
-        use_high_res_features_in_sam=True, multimask_output_in_sam=True, iou_prediction_use_sigmoid=True,
-        use_obj_ptrs_in_encoder=True, add_tpos_enc_to_obj_ptrs=True, proj_tpos_enc_in_obj_ptrs=True,
-        use_signed_tpos_enc_to_obj_ptrs=True, only_obj_ptrs_in_the_past_for_eval=True, pred_obj_scores=True,
-        pred_obj_scores_mlp=True, fixed_no_obj_ptr=True, multimask_output_for_tracking=True,
-        use_multimask_token_for_obj_ptr=True, multimask_min_pt_num=0, multimask_max_pt_num=1,
+        image_encoder=MobileImageEncoder(image_size),
+        memory_attention=memory_attention,
+        memory_encoder=memory_encoder,
+        num_maskmem=7,
+        image_size=image_size,
+        sigmoid_scale_for_mem_enc=20.0,
+        sigmoid_bias_for_mem_enc=-10.0,
+        binarize_mask_from_pts_for_mem_enc=True,
+        use_mask_input_as_output_without_sam=True,
+        directly_add_no_mem_embed=True,
+        no_obj_embed_spatial=True,
+        use_high_res_features_in_sam=True,
+        multimask_output_in_sam=True,
+        iou_prediction_use_sigmoid=True,
+        use_obj_ptrs_in_encoder=True,
+        add_tpos_enc_to_obj_ptrs=True,
+        proj_tpos_enc_in_obj_ptrs=True,
+        use_signed_tpos_enc_to_obj_ptrs=True,
+        only_obj_ptrs_in_the_past_for_eval=True,
+        pred_obj_scores=True,
+        pred_obj_scores_mlp=True,
+        fixed_no_obj_ptr=True,
+        multimask_output_for_tracking=True,
+        use_multimask_token_for_obj_ptr=True,
+        multimask_min_pt_num=0,
+        multimask_max_pt_num=1,
         use_mlp_for_obj_ptr_proj=True,
-        sam_mask_decoder_extra_args={"dynamic_multimask_via_stability": True,
-                                     "dynamic_multimask_stability_delta": 0.05,
-                                     "dynamic_multimask_stability_thresh": 0.98},
+        sam_mask_decoder_extra_args={
+            "dynamic_multimask_via_stability": True,
+            "dynamic_multimask_stability_delta": 0.05,
+            "dynamic_multimask_stability_thresh": 0.98,
+        },
     )
     dec = sam.sam_mask_decoder
     dec.conv_s0 = nn.Conv2d(TRUNK_S4_CHANNELS, dec.transformer_dim // 8, kernel_size=1)
@@ -139,8 +172,11 @@ def build_mobile_base(image_size: int) -> nn.Module:
 
 
 #: MobileSAM key prefix -> sam2s_mobile key prefix
-MOBILESAM_PREFIXES = {"image_encoder.": "image_encoder.trunk.", "prompt_encoder.": "sam_prompt_encoder.",
-                      "mask_decoder.": "sam_mask_decoder."}
+MOBILESAM_PREFIXES = {
+    "image_encoder.": "image_encoder.trunk.",
+    "prompt_encoder.": "sam_prompt_encoder.",
+    "mask_decoder.": "sam_mask_decoder.",
+}
 
 
 def mobilesam_to_sam2s_mobile(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -159,7 +195,7 @@ def mobilesam_to_sam2s_mobile(state: dict[str, torch.Tensor]) -> dict[str, torch
         prefix = next((p for p in MOBILESAM_PREFIXES if key.startswith(p)), None)
         if prefix is None:
             raise CheckpointError(f"not a MobileSAM state dict: unexpected key {key!r}")
-        name = MOBILESAM_PREFIXES[prefix] + key[len(prefix):]
+        name = MOBILESAM_PREFIXES[prefix] + key[len(prefix) :]
         # SAM's MLPBlock (lin1, lin2) became sam2's MLP (layers.0, layers.1); same tensors
         name = name.replace(".mlp.lin1.", ".mlp.layers.0.").replace(".mlp.lin2.", ".mlp.layers.1.")
         out[name] = value

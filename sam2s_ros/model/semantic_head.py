@@ -27,8 +27,13 @@ from sam2s_ros.errors import CheckpointError
 class SemanticHead(nn.Module):
     """Cosine classifier over object pointers (layout in the module docstring)."""
 
-    def __init__(self, proj_weight: torch.Tensor, proj_bias: torch.Tensor, class_embeddings: torch.Tensor,
-                 logit_scale: float = 100.0):
+    def __init__(
+        self,
+        proj_weight: torch.Tensor,
+        proj_bias: torch.Tensor,
+        class_embeddings: torch.Tensor,
+        logit_scale: float = 100.0,
+    ):
         super().__init__()
         self.proj = nn.Linear(proj_weight.shape[1], proj_weight.shape[0])
         with torch.no_grad():
@@ -48,7 +53,9 @@ class SemanticHead(nn.Module):
         return torch.softmax(self.logit_scale * z @ self.class_embeddings.T, dim=-1)
 
     @classmethod
-    def from_state(cls, head_state: dict[str, torch.Tensor], vocabulary_size: int, hidden_dim: int = 256) -> "SemanticHead":
+    def from_state(
+        cls, head_state: dict[str, torch.Tensor], vocabulary_size: int, hidden_dim: int = 256
+    ) -> "SemanticHead":
         """Build from checkpoint keys (prefix removed).
 
         Raises:
@@ -59,13 +66,25 @@ class SemanticHead(nn.Module):
         missing = need - set(head_state)
         extra = set(head_state) - need - {"logit_scale"}
         if missing or extra:
-            raise CheckpointError(f"semantic head keys do not match the documented layout: missing "
-                                  f"{sorted(missing)}, unexpected {sorted(extra)}")
+            raise CheckpointError(
+                f"semantic head keys do not match the documented layout: missing "
+                f"{sorted(missing)}, unexpected {sorted(extra)}"
+            )
         w, b, emb = head_state["proj.weight"], head_state["proj.bias"], head_state["class_embeddings"]
-        if w.dim() != 2 or w.shape[1] != hidden_dim or b.shape != (w.shape[0],) or emb.dim() != 2 or emb.shape[1] != w.shape[0]:
-            raise CheckpointError(f"semantic head shapes inconsistent: proj.weight {tuple(w.shape)}, "
-                                  f"proj.bias {tuple(b.shape)}, class_embeddings {tuple(emb.shape)}")
+        if (
+            w.dim() != 2
+            or w.shape[1] != hidden_dim
+            or b.shape != (w.shape[0],)
+            or emb.dim() != 2
+            or emb.shape[1] != w.shape[0]
+        ):
+            raise CheckpointError(
+                f"semantic head shapes inconsistent: proj.weight {tuple(w.shape)}, "
+                f"proj.bias {tuple(b.shape)}, class_embeddings {tuple(emb.shape)}"
+            )
         if emb.shape[0] != vocabulary_size:
-            raise CheckpointError(f"semantic head has {emb.shape[0]} classes but class_vocabulary has {vocabulary_size}")
+            raise CheckpointError(
+                f"semantic head has {emb.shape[0]} classes but class_vocabulary has {vocabulary_size}"
+            )
         scale = float(head_state["logit_scale"]) if "logit_scale" in head_state else 100.0
         return cls(w, b, emb, scale)

@@ -85,6 +85,18 @@ class MaskPromptStage(nn.Module):
         return low_res_masks, ious[:, 0], obj_ptr, object_score_logits[:, 0]
 
 
+def memory_positional_encoding(sam: nn.Module, image_size: int, device="cpu") -> torch.Tensor:
+    """[1, 64, h, w] float32 positional encoding of the memory features (h = w = image_size // 16).
+
+    Constant for a fixed image size: the torch backend computes it once, the ONNX export
+    stores it in ``constants.npz``.
+    """
+    hw = image_size // 16
+    dummy = torch.zeros(1, sam.mem_dim, hw, hw, device=device)
+    with torch.inference_mode():
+        return sam.memory_encoder.position_encoding(dummy).float().clone()
+
+
 class MemoryEncoderStage(nn.Module):
     """Memory encoder (SAM2Base._encode_new_memory after the mask-to-input mapping).
 
@@ -161,8 +173,9 @@ class MemoryAttentionStage(nn.Module):
         pe = pos.unsqueeze(-1) / dim_t
         return torch.cat([pe.sin(), pe.cos()], dim=-1)
 
-    def forward(self, feat_s2, pos_s2, mem_feats, maskmem_pos, mem_tpos_index, mem_valid,
-                obj_ptrs, obj_ptr_pos, ptr_valid):
+    def forward(
+        self, feat_s2, pos_s2, mem_feats, maskmem_pos, mem_tpos_index, mem_valid, obj_ptrs, obj_ptr_pos, ptr_valid
+    ):
         b, n_frames = mem_feats.shape[0], mem_feats.shape[1]
         c, hw = self.hidden_dim, feat_s2.shape[-2] * feat_s2.shape[-1]
         h, w = feat_s2.shape[-2], feat_s2.shape[-1]

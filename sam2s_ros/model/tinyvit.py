@@ -286,7 +286,7 @@ def load_mobilesam_image_encoder(path: str, img_size: int) -> TinyViT:
         sd = sd["model"]
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path!r} does not hold a state dict")
-    enc = {k[len(PREFIX):]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(PREFIX)}
+    enc = {k[len(PREFIX) :]: v for k, v in sd.items() if isinstance(k, str) and k.startswith(PREFIX)}
     if not enc:
         raise CheckpointError(f"{path!r} holds no {PREFIX}* tensors: not a MobileSAM checkpoint")
     model = TinyViT(img_size)

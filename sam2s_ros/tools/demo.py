@@ -28,11 +28,13 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from sam2s_ros import bags
+from sam2s_ros.data import bags, input_bag
 from sam2s_ros.errors import ConfigError, Sam2sError
-from sam2s_ros.tracking.config import MOBILE_MODEL, MODEL_SIZES, model_name
-from sam2s_ros.tools import eval_cmd, make_bag, replay
-from sam2s_ros.tools.node_process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
+from sam2s_ros.evaluation import bag_eval
+from sam2s_ros.node import replay
+from sam2s_ros.node.process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
+from sam2s_ros.tools.replay import print_summary
+from sam2s_ros.tracking.config import BACKENDS, MOBILE_MODEL, MODEL_SIZES, model_name
 
 COMMAND = "demo"
 DEFAULT_CLIP = PACKAGE_ROOT.parent / "shared" / "data" / "cholecseg8k_clip"
@@ -46,7 +48,8 @@ CHECKPOINT_HELP = (
     "no checkpoint: the embedded models/sam2s_mobile.safetensors is missing and models/ holds no other; "
     "put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
     "models/sam2.1_hiera_tiny.pt with --model-size tiny) or pass --checkpoint PATH; "
-    "to run the pipeline on random weights anyway, pass --random-weights")
+    "to run the pipeline on random weights anyway, pass --random-weights"
+)
 
 
 def find_checkpoint(explicit: Optional[Path]) -> Optional[Path]:
@@ -86,15 +89,15 @@ def infer_model_size(checkpoint: Optional[Path], explicit: Optional[str]) -> str
     name = checkpoint.name.lower() if checkpoint else ""
     if MOBILE_MODEL in name:
         return MOBILE_MODEL
-    for size, keys in (("base_plus", ("base_plus", "b+")), ("large", ("large", "_l.")), ("small", ("small", "_s.")),
-                       ("tiny", ("tiny", "_t."))):
+    for size, keys in (
+        ("base_plus", ("base_plus", "b+")),
+        ("large", ("large", "_l.")),
+        ("small", ("small", "_s.")),
+        ("tiny", ("tiny", "_t.")),
+    ):
         if any(k in name for k in keys):
             return size
     return "tiny"
-
-
-def _is_bag(path: Path) -> bool:
-    return (path / "metadata.yaml").is_file() or path.suffix in (".mcap", ".db3")
 
 
 def _parse_floats(text: str, n: int, what: str) -> list[float]:
@@ -132,16 +135,21 @@ def _input_bag(args, out: Path, prompts: list) -> tuple[Path, Optional[Path]]:
     if source == DEFAULT_CLIP or (source / "frames").is_dir():
         gt_dir = gt_dir or (source / "masks_instruments" if (source / "masks_instruments").is_dir() else None)
         source = source / "frames"
-    if _is_bag(source):
+    if bags.is_bag(source):
         return source, source
     bag = out / "input_bag"
     prompt_type = "none" if prompts or gt_dir is None else args.prompt_type
-    result = make_bag.make_bag(make_bag.MakeBagOptions(
-        src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True))
+    result = input_bag.make_bag(
+        input_bag.MakeBagOptions(
+            src=source, out=bag, gt_dir=gt_dir, prompt_type=prompt_type, max_frames=args.max_frames, force=True
+        )
+    )
     for w in result.warnings:
         print(f"sam2s demo: {w}")
-    print(f"input bag: {bag} ({result.frames} frames {result.image_hw[1]}x{result.image_hw[0]}, "
-          f"prompts for instruments {result.prompt_ids or [p.instrument_id for p in prompts]})")
+    print(
+        f"input bag: {bag} ({result.frames} frames {result.image_hw[1]}x{result.image_hw[0]}, "
+        f"prompts for instruments {result.prompt_ids or [p.instrument_id for p in prompts]})"
+    )
     if not result.prompt_ids and not prompts:
         raise ConfigError("nothing to track: the source has no ground truth; give --box x0,y0,x1,y1 or --click x,y")
     return bag, (bag if gt_dir is not None else None)
@@ -163,25 +171,44 @@ def run_demo(args) -> int:
     if random_weights:
         print(f"*** {RANDOM_BANNER} ***")
     bag, gt = _input_bag(args, out, _user_prompts(args))
-    if gt is not None and make_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
+    if gt is not None and input_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
         gt = None  # a user's bag without ground truth: no J&F
-    params = {"image_topic": make_bag.DEFAULT_IMAGE_TOPIC, "image_size": args.image_size, "backend": args.backend,
-              "model_size": args.model_size, "image_qos": "reliable", "allow_random_weights": random_weights,
-              "checkpoint": str(checkpoint) if checkpoint else ""}
+    params = {
+        "image_topic": input_bag.DEFAULT_IMAGE_TOPIC,
+        "image_size": args.image_size,
+        "backend": args.backend,
+        "model_size": args.model_size,
+        "image_qos": "reliable",
+        "allow_random_weights": random_weights,
+        "checkpoint": str(checkpoint) if checkpoint else "",
+    }
     if args.onnx_dir:
         params["onnx_dir"] = str(args.onnx_dir)
     env = ros_env(free_domain_id())
-    opt = replay.ReplayOptions(bag=bag, out=out / "output_bag", overlay=out / "overlay.mp4", namespace="/sam2s",
-                               caption="random weights" if random_weights else f"{model} ({checkpoint.name})",
-                               force=True,
-                               frame_timeout=args.frame_timeout, extra_prompts=_user_prompts(args))
-    print(f"starting sam2s_node ({model}, image_size {args.image_size}, {args.backend}, "
-          f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}")
+    opt = replay.ReplayOptions(
+        bag=bag,
+        out=out / "output_bag",
+        overlay=out / "overlay.mp4",
+        namespace="/sam2s",
+        caption="random weights" if random_weights else f"{model} ({checkpoint.name})",
+        force=True,
+        frame_timeout=args.frame_timeout,
+        extra_prompts=_user_prompts(args),
+    )
+    print(
+        f"starting sam2s_node ({model}, image_size {args.image_size}, {args.backend}, "
+        f"{'random weights' if random_weights else checkpoint}); log: {out / 'node.log'}"
+    )
     with NodeProcess(params, log_path=out / "node.log", env=env) as node:
         import os
 
-        os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                                "FASTDDS_DEFAULT_PROFILES_FILE") if k in env})
+        os.environ.update(
+            {
+                k: env[k]
+                for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE")
+                if k in env
+            }
+        )
         opt.node_check = node.check_alive
         try:
             summary = replay.replay_bag(opt)
@@ -189,15 +216,21 @@ def run_demo(args) -> int:
             node.check_alive()
             raise
         code = node.stop()
-    replay.print_summary(summary, opt)
+    print_summary(summary, opt)
     print(f"node exited with code {code}")
-    report = {"model": model, "image_size": args.image_size,
-              "weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
-              "replay": {"frames_sent": summary.frames_sent, "frames_with_output": summary.frames_with_output,
-                         "wall_time_s": round(summary.wall_time_s, 2)}}
+    report = {
+        "model": model,
+        "image_size": args.image_size,
+        "weights": "random weights" if random_weights else f"checkpoint {checkpoint}",
+        "replay": {
+            "frames_sent": summary.frames_sent,
+            "frames_with_output": summary.frames_with_output,
+            "wall_time_s": round(summary.wall_time_s, 2),
+        },
+    }
     if gt is not None:
-        scores = eval_cmd.evaluate(eval_cmd.EvalOptions(output_bag=opt.out, gt=gt))
-        print(eval_cmd.format_report(scores))
+        scores = bag_eval.evaluate(bag_eval.EvalOptions(output_bag=opt.out, gt=gt))
+        print(bag_eval.format_report(scores))
         report["eval"] = scores
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {out / 'results.json'}")
@@ -208,22 +241,42 @@ def run_demo(args) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sam2s demo``."""
-    p = subparsers.add_parser(COMMAND, help="run the node on real footage end to end (bag, replay, overlay, J&F)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("source", type=Path, nargs="?", default=None,
-                   help=f"frame folder, video or bag (default: {DEFAULT_CLIP})")
+    p = subparsers.add_parser(
+        COMMAND,
+        help="run the node on real footage end to end (bag, replay, overlay, J&F)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "source", type=Path, nargs="?", default=None, help=f"frame folder, video or bag (default: {DEFAULT_CLIP})"
+    )
     p.add_argument("--gt-dir", type=Path, default=None, help="instrument label images for prompts and J&F")
     p.add_argument("--checkpoint", type=Path, default=None, help="checkpoint (default: the first one in models/)")
-    p.add_argument("--random-weights", action="store_true",
-                   help="pipeline check on random weights (SAM 2.1 tiny), ignoring models/")
-    p.add_argument("--model-size", default=None, choices=MODEL_SIZES,
-                   help="model of the checkpoint (default: from its file name, else tiny)")
-    p.add_argument("--image-size", type=int, default=None,
-                   help=f"model input size (default: the checkpoint's training size, else {DEFAULT_IMAGE_SIZE})")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"))
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="pipeline check on random weights (SAM 2.1 tiny), ignoring models/",
+    )
+    p.add_argument(
+        "--model-size",
+        default=None,
+        choices=MODEL_SIZES,
+        help="model of the checkpoint (default: from its file name, else tiny)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help=f"model input size (default: the checkpoint's training size, else {DEFAULT_IMAGE_SIZE})",
+    )
+    p.add_argument("--backend", default="torch", choices=BACKENDS)
     p.add_argument("--onnx-dir", type=Path, default=None, help="exported graphs for onnxruntime/tensorrt")
-    p.add_argument("--prompt-type", default="box", choices=("box", "clicks", "mask"),
-                   help="prompts derived from the ground truth of frame 0 (default: box, the SAM2S evaluation prompt)")
+    p.add_argument(
+        "--prompt-type",
+        default="box",
+        choices=("box", "clicks", "mask"),
+        help="prompts derived from the ground truth of frame 0 (default: box, the SAM2S evaluation prompt)",
+    )
     p.add_argument("--box", action="append", help="x0,y0,x1,y1: box prompt on the first frame (repeatable)")
     p.add_argument("--click", action="append", help="x,y: click prompt on the first frame (repeatable)")
     p.add_argument("--max-frames", type=int, default=None, help="use at most this many frames")

@@ -1,6 +1,6 @@
 """``sam2s export``: ONNX graphs (and optionally TensorRT engines) of the SAM 2.1 stages.
 
-Writes the six stage graphs of :mod:`sam2s_ros.export` (fp32; with ``--fp16`` also fp16
+Writes the six stage graphs of :mod:`sam2s_ros.export.contract` (fp32; with ``--fp16`` also fp16
 variants), ``constants.npz`` and ``manifest.json`` into ``--out``; with ``--tensorrt`` then
 builds native TensorRT engines into ``<out>/tensorrt`` (fp16 kernels with ``--fp16``).
 The graphs record model, image size, opset and the checkpoint's sha256; the onnxruntime
@@ -22,12 +22,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sam2s_ros.tracking.config import MODEL_SIZES
+from sam2s_ros.export.contract import DEFAULT_ONNX_DIR, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig
 
 COMMAND = "export"
-DEFAULT_OUT = Path("models/onnx")
-DEFAULT_IMAGE_SIZE = 1024
-DEFAULT_OPSET = 17  # = sam2s_ros.export.onnx_export.DEFAULT_OPSET (not imported: it pulls in torch)
+DEFAULT_OUT = Path(DEFAULT_ONNX_DIR)
+DEFAULT_IMAGE_SIZE = TrackerConfig.image_size
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -42,26 +42,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         COMMAND,
         help="export the SAM 2.1 stages to ONNX (and TensorRT engines) for the onnxruntime/tensorrt backends",
-        description=__doc__.split("\n\n")[0] + " See sam2s_ros/export/__init__.py for the graphs.",
+        description=__doc__.split("\n\n")[0] + " See sam2s_ros/export/contract.py for the graphs.",
         epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model-size", choices=MODEL_SIZES, default="tiny", help="SAM 2.1 model size (default %(default)s)")
-    p.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE,
-                   help="model input side in pixels, a multiple of 32 (default %(default)s)")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="model input side in pixels, a multiple of 32 (default %(default)s)",
+    )
     weights = p.add_mutually_exclusive_group(required=True)
     weights.add_argument("--checkpoint", metavar="PATH", help="SAM 2.1 / SAM2S checkpoint (.pt/.pth/.safetensors)")
-    weights.add_argument("--random-weights", action="store_true",
-                         help="export random weights (pipeline tests only: outputs are meaningless)")
+    weights.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="export random weights (pipeline tests only: outputs are meaningless)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of --random-weights (default %(default)s)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder (default %(default)s)")
-    p.add_argument("--fp16", action="store_true",
-                   help="also write fp16 graphs (<stage>.fp16.onnx); with --tensorrt build fp16 engines")
-    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset, 17..20 (default %(default)s)")
-    p.add_argument("--tensorrt", action="store_true",
-                   help="then build native TensorRT engines into OUT/tensorrt (needs tensorrt >= 10 and a GPU)")
-    p.add_argument("--workspace-gib", type=float, default=4.0,
-                   help="TensorRT builder workspace in GiB (default %(default)s)")
+    p.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also write fp16 graphs (<stage>.fp16.onnx); with --tensorrt build fp16 engines",
+    )
+    p.add_argument(
+        "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default %(default)s)"
+    )
+    p.add_argument(
+        "--tensorrt",
+        action="store_true",
+        help="then build native TensorRT engines into OUT/tensorrt (needs tensorrt >= 10 and a GPU)",
+    )
+    p.add_argument(
+        "--workspace-gib", type=float, default=4.0, help="TensorRT builder workspace in GiB (default %(default)s)"
+    )
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--force", action="store_true", help="replace the graphs (and engines) in a non-empty OUT")
     return p
@@ -78,16 +94,28 @@ def run(args: argparse.Namespace) -> int:
     """
     from sam2s_ros.export.onnx_export import ExportOptions, export_onnx, validate_options
 
-    opts = ExportOptions(out_dir=args.out, model_size=args.model_size, image_size=args.image_size,
-                         checkpoint=args.checkpoint, random_weights=args.random_weights, seed=args.seed,
-                         fp16=args.fp16, opset=args.opset, force=args.force, simplify=not args.no_simplify)
+    opts = ExportOptions(
+        out_dir=args.out,
+        model_size=args.model_size,
+        image_size=args.image_size,
+        checkpoint=args.checkpoint,
+        random_weights=args.random_weights,
+        seed=args.seed,
+        fp16=args.fp16,
+        opset=args.opset,
+        force=args.force,
+        simplify=not args.no_simplify,
+    )
     validate_options(opts)
     if args.tensorrt:
         from sam2s_ros.export.tensorrt_build import require_tensorrt
 
         require_tensorrt()  # before minutes of ONNX export
-    print(f"exporting sam2.1_hiera_{opts.model_size} at {opts.image_size}x{opts.image_size} "
-          f"(opset {opts.opset}{', fp16 too' if opts.fp16 else ''}) to {opts.out_dir} ...", flush=True)
+    print(
+        f"exporting sam2.1_hiera_{opts.model_size} at {opts.image_size}x{opts.image_size} "
+        f"(opset {opts.opset}{', fp16 too' if opts.fp16 else ''}) to {opts.out_dir} ...",
+        flush=True,
+    )
     result = export_onnx(opts)
     for (stage, precision), path in sorted(result.graphs.items()):
         size_mb = path.stat().st_size / 1e6
@@ -96,8 +124,9 @@ def run(args: argparse.Namespace) -> int:
     if args.tensorrt:
         from sam2s_ros.export.tensorrt_build import BuildOptions, build_engines
 
-        engines = build_engines(BuildOptions(onnx_dir=opts.out_dir, fp16=args.fp16, workspace_gib=args.workspace_gib,
-                                             force=True))
+        engines = build_engines(
+            BuildOptions(onnx_dir=opts.out_dir, fp16=args.fp16, workspace_gib=args.workspace_gib, force=True)
+        )
         for stage, path in engines.items():
             print(f"  engine {path}")
     return 0

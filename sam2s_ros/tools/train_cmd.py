@@ -19,14 +19,22 @@ the exported <model>.safetensors (fp16, loads in sam2s_node) and model_card.json
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(COMMAND, help="train / fine-tune a SAM2S checkpoint on recorded masklets",
-                              description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser(
+        COMMAND,
+        help="train / fine-tune a SAM2S checkpoint on recorded masklets",
+        description=__doc__,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--config", required=True, help="training YAML (see config/train/ and sam2s_ros/training/config.py)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. steps=100 data.clip_frames=6")
     p.add_argument("--cache-only", action="store_true", help="only fill the frozen-encoder feature cache, then exit")
     p.add_argument("--shard", default="0/1", help="with --cache-only: this process encodes shard I of N (I/N)")
-    p.add_argument("--export-only", action="store_true",
-                   help="write <out_dir>/<model>.safetensors + model_card.json from checkpoints/last.pt, no training")
+    p.add_argument(
+        "--export-only",
+        action="store_true",
+        help="write <out_dir>/<model>.safetensors + model_card.json from checkpoints/last.pt, no training",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs still go to log.csv)")
     return p
 
@@ -54,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         card = trainer.run()
     if card:
-        print(json.dumps({k: card[k] for k in ("model", "file", "sha256", "steps", "validation")}, indent=2, default=str))
+        print(
+            json.dumps({k: card[k] for k in ("model", "file", "sha256", "steps", "validation")}, indent=2, default=str)
+        )
     return 0
 
 
@@ -78,6 +88,8 @@ def _fill_cache(cfg, index: int, count: int, progress: bool) -> int:
 
     for s, i in tqdm(jobs, desc=f"cache shard {index}/{count}", disable=not progress, unit="frame"):
         cache.get(s, i)
-    print(f"shard {index}/{count}: {cache.computed} frames encoded, {len(jobs) - cache.computed} already cached "
-          f"in {cache.dir}")
+    print(
+        f"shard {index}/{count}: {cache.computed} frames encoded, {len(jobs) - cache.computed} already cached "
+        f"in {cache.dir}"
+    )
     return 0

@@ -2,7 +2,7 @@
 
 Every limit and threshold carries the SAM 2.1 value it corresponds to (from the official
 ``sam2/configs/sam2.1/sam2.1_hiera_*.yaml`` and ``SAM2Base`` defaults) and, for DiveMem,
-the value from the SAM2S / ReSurgSAM2 description (../shared/notes/model-facts.md).
+the value from the SAM2S / ReSurgSAM2 papers.
 The ROS node fills these from its parameters (config/sam2s.yaml); this module is the only
 place that defines the defaults and validates them.
 """
@@ -20,6 +20,18 @@ SAM21_SIZES = ("tiny", "small", "base_plus", "large")
 MOBILE_MODEL = "sam2s_mobile"
 MODEL_SIZES = (*SAM21_SIZES, MOBILE_MODEL)
 MEMORY_ATTENTION_BATCHING = ("auto", "batched", "per_instrument")
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+AUTOCAST_DTYPES = ("none", "bfloat16", "float16")
+#: valid image sizes: multiples of IMAGE_SIZE_STEP (the image encoder's stride) from IMAGE_SIZE_MIN on
+IMAGE_SIZE_MIN, IMAGE_SIZE_STEP = 128, 32
+
+
+def image_size_problem(image_size: int) -> Optional[str]:
+    """None for a valid model input size, else why it is not (for an error message)."""
+    if image_size < IMAGE_SIZE_MIN or image_size % IMAGE_SIZE_STEP != 0:
+        return f"must be a multiple of {IMAGE_SIZE_STEP} and >= {IMAGE_SIZE_MIN}, got {image_size}"
+    return None
+
 
 def model_name(model_size: str) -> str:
     """Human-readable model name: ``sam2.1_hiera_tiny`` ... or ``sam2s_mobile``."""
@@ -72,7 +84,9 @@ class DiveMemConfig:
     def validate(self) -> None:
         """Raise ConfigError on values that cannot work."""
         if not 2 <= self.num_maskmem <= 7:
-            raise ConfigError(f"num_maskmem must be 2..7 (the checkpoint has 7 temporal encodings), got {self.num_maskmem}")
+            raise ConfigError(
+                f"num_maskmem must be 2..7 (the checkpoint has 7 temporal encodings), got {self.num_maskmem}"
+            )
         if self.max_cond_frames < 1:
             raise ConfigError(f"max_cond_frames must be >= 1, got {self.max_cond_frames}")
         if self.max_obj_ptrs < 1:
@@ -110,13 +124,10 @@ class TrackerConfig:
             "batched" (default) = one call with batch = instruments, memories padded to a
             common size (padded keys masked); "per_instrument" = one call per instrument on
             its own unpadded memory (same masks to float tolerance); "auto" = batched on
-            CUDA, per instrument on CPU. On CPU the batched call is up to ~10 % slower here
-            (2 threads, 3 instruments, 512²: 0.98-1.03 s vs 0.92-0.95 s per frame), and the
-            cause is glibc malloc, not arithmetic: its larger temporaries are mmap'd and
-            page-faulted on every call (~750k minor faults per batched frame, none per
-            instrument). Starting the process with MALLOC_MMAP_THRESHOLD_=33554432
-            MALLOC_TRIM_THRESHOLD_=17179869184 removes the faults and the gap
-            (docs/backends.md).
+            CUDA, per instrument on CPU. On a CPU the batched call can be slower, because
+            glibc malloc mmaps and page-faults its larger temporaries on every call;
+            MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ remove the gap (measurements
+            and settings: docs/backends.md).
         divemem: memory limits, see DiveMemConfig.
     """
 
@@ -141,14 +152,17 @@ class TrackerConfig:
         """Raise ConfigError naming the first invalid value."""
         if self.model_size not in MODEL_SIZES:
             raise ConfigError(f"model_size must be one of {MODEL_SIZES}, got {self.model_size!r}")
-        if self.image_size < 128 or self.image_size % 32 != 0:
-            raise ConfigError(f"image_size must be a multiple of 32 and >= 128, got {self.image_size}")
-        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
-            raise ConfigError(f"backend must be torch, onnxruntime or tensorrt, got {self.backend!r}")
+        if image_size_problem(self.image_size):
+            raise ConfigError(f"image_size {image_size_problem(self.image_size)}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be {', '.join(BACKENDS[:-1])} or {BACKENDS[-1]}, got {self.backend!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
-        if self.autocast_dtype not in ("none", "bfloat16", "float16"):
-            raise ConfigError(f"autocast_dtype must be none, bfloat16 or float16, got {self.autocast_dtype!r}")
+        if self.autocast_dtype not in AUTOCAST_DTYPES:
+            raise ConfigError(
+                f"autocast_dtype must be {', '.join(AUTOCAST_DTYPES[:-1])} or {AUTOCAST_DTYPES[-1]}, "
+                f"got {self.autocast_dtype!r}"
+            )
         if not 1 <= self.max_instruments <= 64:
             raise ConfigError(f"max_instruments must be 1..64, got {self.max_instruments}")
         if self.fill_hole_area < 0:
@@ -156,8 +170,10 @@ class TrackerConfig:
         if self.class_smoothing_frames < 1:
             raise ConfigError("class_smoothing_frames must be >= 1")
         if self.memory_attention_batching not in MEMORY_ATTENTION_BATCHING:
-            raise ConfigError(f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
-                              f"got {self.memory_attention_batching!r}")
+            raise ConfigError(
+                f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
+                f"got {self.memory_attention_batching!r}"
+            )
         if len(set(self.class_vocabulary)) != len(self.class_vocabulary):
             raise ConfigError("class_vocabulary has duplicate names")
         self.divemem.validate()

@@ -8,7 +8,7 @@ Held per instrument (limits in sam2s_ros.tracking.config.DiveMemConfig):
 - with DiveMem on: up to ``long_term_frames`` long-term frames and a pool of at most
   ``candidate_pool_size`` candidates.
 
-DiveMem (after SAM2S / ReSurgSAM2, ../shared/notes/model-facts.md): a frame leaving the
+DiveMem (after the SAM2S / ReSurgSAM2 papers): a frame leaving the
 short-term window becomes a long-term candidate when its predicted IoU >=
 ``iou_threshold`` and object score >= ``object_score_threshold``. When the pool is full,
 the candidate least similar to what is already held (highest cosine similarity of its
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -60,13 +61,23 @@ class MemoryEntry:
     iou: float
 
     def to_state(self) -> dict:
-        return {"frame_idx": self.frame_idx, "maskmem": self.maskmem.cpu(), "obj_ptr": self.obj_ptr.cpu(),
-                "object_score": self.object_score, "iou": self.iou}
+        return {
+            "frame_idx": self.frame_idx,
+            "maskmem": self.maskmem.cpu(),
+            "obj_ptr": self.obj_ptr.cpu(),
+            "object_score": self.object_score,
+            "iou": self.iou,
+        }
 
     @classmethod
     def from_state(cls, d: dict, device: torch.device) -> "MemoryEntry":
-        return cls(int(d["frame_idx"]), d["maskmem"].to(device), d["obj_ptr"].to(device),
-                   float(d["object_score"]), float(d["iou"]))
+        return cls(
+            int(d["frame_idx"]),
+            d["maskmem"].to(device),
+            d["obj_ptr"].to(device),
+            float(d["object_score"]),
+            float(d["iou"]),
+        )
 
 
 def most_diverse_index(candidates: torch.Tensor, held: torch.Tensor) -> int:
@@ -99,22 +110,27 @@ class InstrumentMemory:
 
     # ---- writing -------------------------------------------------------------------
     def _entry(self, frame_idx, maskmem, obj_ptr, object_score, iou) -> MemoryEntry:
-        return MemoryEntry(int(frame_idx), maskmem.to(self.storage_dtype), obj_ptr.float(),
-                           float(object_score), float(iou))
+        return MemoryEntry(
+            int(frame_idx), maskmem.to(self.storage_dtype), obj_ptr.float(), float(object_score), float(iou)
+        )
 
-    def add_conditioning(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
-                         object_score: float, iou: float) -> None:
+    def add_conditioning(
+        self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor, object_score: float, iou: float
+    ) -> None:
         """Store a prompted frame (replaces a tracked entry of the same frame)."""
         entry = self._entry(frame_idx, maskmem, obj_ptr, object_score, iou)
         self.short_term = deque((e for e in self.short_term if e.frame_idx != frame_idx), maxlen=self.short_term.maxlen)
-        self.recent_ptrs = deque(((f, p) for f, p in self.recent_ptrs if f != frame_idx), maxlen=self.recent_ptrs.maxlen)
+        self.recent_ptrs = deque(
+            ((f, p) for f, p in self.recent_ptrs if f != frame_idx), maxlen=self.recent_ptrs.maxlen
+        )
         self.cond[entry.frame_idx] = entry
         while len(self.cond) > self.cfg.max_cond_frames:
             keys = list(self.cond)
             del self.cond[keys[1] if len(keys) > 1 else keys[0]]  # keep the first prompt frame
 
-    def add_tracked(self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor,
-                    object_score: float, iou: float) -> None:
+    def add_tracked(
+        self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor, object_score: float, iou: float
+    ) -> None:
         """Store a tracked (non-conditioning) frame."""
         if self.cfg.long_term_enabled and object_score < 0:
             return  # DiveMem: frames without the instrument never enter memory
@@ -174,17 +190,23 @@ class InstrumentMemory:
 
     def sizes(self) -> dict[str, int]:
         """Current counts: cond, short_term, long_term, candidates, pointers."""
-        return {"cond": len(self.cond), "short_term": len(self.short_term),
-                "long_term": len(self.long_term) if self.cfg.long_term_enabled else 0,
-                "candidates": len(self.candidates), "pointers": len(self.recent_ptrs)}
+        return {
+            "cond": len(self.cond),
+            "short_term": len(self.short_term),
+            "long_term": len(self.long_term) if self.cfg.long_term_enabled else 0,
+            "candidates": len(self.candidates),
+            "pointers": len(self.recent_ptrs),
+        }
 
     # ---- persistence ---------------------------------------------------------------
     def to_state(self) -> dict:
-        return {"cond": [e.to_state() for e in self.cond.values()],
-                "short_term": [e.to_state() for e in self.short_term],
-                "recent_ptrs": [(f, p.cpu()) for f, p in self.recent_ptrs],
-                "long_term": [e.to_state() for e in self.long_term],
-                "candidates": [e.to_state() for e in self.candidates]}
+        return {
+            "cond": [e.to_state() for e in self.cond.values()],
+            "short_term": [e.to_state() for e in self.short_term],
+            "recent_ptrs": [(f, p.cpu()) for f, p in self.recent_ptrs],
+            "long_term": [e.to_state() for e in self.long_term],
+            "candidates": [e.to_state() for e in self.candidates],
+        }
 
     @classmethod
     def from_state(cls, cfg: DiveMemConfig, d: dict, device: torch.device) -> "InstrumentMemory":
@@ -199,9 +221,9 @@ class InstrumentMemory:
         return m
 
 
-
-def build_memory_inputs(memories: list[InstrumentMemory], frame_idx: int, feat_hw: int, max_obj_ptrs: int,
-                        device: torch.device) -> MemoryInputs:
+def build_memory_inputs(
+    memories: list[InstrumentMemory], frame_idx: int, feat_hw: int, max_obj_ptrs: int, device: torch.device
+) -> MemoryInputs:
     """What B instruments attend to on ``frame_idx``, padded to common F frames and P pointers.
 
     The one place where a memory bank becomes memory-attention input: the tracker and the

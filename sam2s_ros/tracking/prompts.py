@@ -62,8 +62,9 @@ def check_geometry(prompt: PromptInput, image_hw: tuple[int, int]) -> None:
         raise PromptError("prompt has no points, box or mask")
 
 
-def to_model_points(prompt: PromptInput, image_hw: tuple[int, int], image_size: int,
-                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def to_model_points(
+    prompt: PromptInput, image_hw: tuple[int, int], image_size: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Box corners + clicks in model pixels.
 
     Returns:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import cv2
@@ -28,31 +28,27 @@ import torch
 import torch.nn.functional as F
 
 from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
-from sam2s_ros.errors import PromptError, Sam2sError, StateFileError, UnknownInstrumentError
+from sam2s_ros.errors import PromptError, Sam2sError, UnknownInstrumentError
 from sam2s_ros.tracking import prompts as prompt_ops
+from sam2s_ros.tracking import state as tracker_state
 from sam2s_ros.tracking.config import TrackerConfig, model_name
 from sam2s_ros.tracking.memory_bank import InstrumentMemory, build_memory_inputs
 from sam2s_ros.tracking.preprocess import check_frame, to_model_input
-from sam2s_ros.tracking.types import (ClassSource, FrameResult, InstrumentResult, PromptInput, PromptMode,
-                                      RejectedPrompt)
+from sam2s_ros.tracking.state import InstrumentState
+from sam2s_ros.tracking.types import (
+    ClassSource,
+    FrameResult,
+    InstrumentResult,
+    PromptInput,
+    PromptMode,
+    RejectedPrompt,
+    mask_bbox,
+)
 
 #: SAM 2.1 memory-encoder mask scaling (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc)
 MEM_MASK_SCALE, MEM_MASK_BIAS = 20.0, -10.0
 #: SAM 2's clamp of previous logits fed back with correction clicks (add_new_points_or_box)
 PREV_LOGITS_CLAMP = 32.0
-STATE_FORMAT = "sam2s_ros.tracker_state"
-STATE_VERSION = 1
-
-
-@dataclass
-class InstrumentState:
-    """Everything the tracker holds for one instrument."""
-
-    instrument_id: int
-    memory: InstrumentMemory
-    class_id: int = -1
-    class_name: str = ""
-    class_probs: deque = field(default_factory=deque)  # recent [C] semantic-head probabilities
 
 
 @dataclass
@@ -65,8 +61,12 @@ class _FrameOutput:
 
 
 def _rows(out: DecoderOutput, is_cond: bool) -> list[_FrameOutput]:
-    return [_FrameOutput(out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]),
-                         is_cond) for i in range(out.low_res_masks.shape[0])]
+    return [
+        _FrameOutput(
+            out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]), is_cond
+        )
+        for i in range(out.low_res_masks.shape[0])
+    ]
 
 
 def fill_holes(low_res: torch.Tensor, max_area: int) -> torch.Tensor:
@@ -102,8 +102,9 @@ class InstrumentTracker:
         checkpoint_sha256: hash stored in saved states.
     """
 
-    def __init__(self, backend, config: TrackerConfig, semantic_head=None, weights: str = "",
-                 checkpoint_sha256: str = ""):
+    def __init__(
+        self, backend, config: TrackerConfig, semantic_head=None, weights: str = "", checkpoint_sha256: str = ""
+    ):
         config.validate()
         self.backend = backend
         self.cfg = config
@@ -148,9 +149,14 @@ class InstrumentTracker:
 
     def describe(self) -> dict:
         """Backend, model, image size, device, weights and semantic-head status."""
-        return {"backend": self.backend.name, "model": model_name(self.cfg.model_size),
-                "image_size": self.image_size, "device": str(self.device),
-                "semantic_head_trained": self.semantic_head is not None, "weights": self.weights}
+        return {
+            "backend": self.backend.name,
+            "model": model_name(self.cfg.model_size),
+            "image_size": self.image_size,
+            "device": str(self.device),
+            "semantic_head_trained": self.semantic_head is not None,
+            "weights": self.weights,
+        }
 
     def memory_sizes(self) -> dict[int, dict[str, int]]:
         """Per instrument: counts of conditioning, short-term, long-term frames, candidates, pointers."""
@@ -233,8 +239,11 @@ class InstrumentTracker:
 
     def _start_instrument(self, p: PromptInput) -> None:
         old = self._instruments.get(int(p.instrument_id))
-        state = InstrumentState(int(p.instrument_id), InstrumentMemory(self.cfg.divemem),
-                                class_probs=deque(maxlen=self.cfg.class_smoothing_frames))
+        state = InstrumentState(
+            int(p.instrument_id),
+            InstrumentMemory(self.cfg.divemem),
+            class_probs=deque(maxlen=self.cfg.class_smoothing_frames),
+        )
         if old is not None:
             state.class_id, state.class_name = old.class_id, old.class_name
         self._instruments[state.instrument_id] = state
@@ -285,7 +294,7 @@ class InstrumentTracker:
                 dec = self._decode_prompted(None, feats, [p], hw)
             else:
                 prev = out[iid].low_res[None].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-                dec = self._decode_prompted(pix[row:row + 1], feats, [p], hw, prev)
+                dec = self._decode_prompted(pix[row : row + 1], feats, [p], hw, prev)
             out[iid] = _rows(dec, True)[0]
             self._apply_prompt_class(p)
         timings["mask_decoder"] = time.perf_counter() - t0
@@ -316,8 +325,13 @@ class InstrumentTracker:
 
     def _memory_inputs(self, ids: list[int]) -> MemoryInputs:
         """Pad the memory banks of ``ids`` to common F frames and P pointers."""
-        return build_memory_inputs([self._instruments[i].memory for i in ids], self._frame_index,
-                                   self.image_size // 16, self.cfg.divemem.max_obj_ptrs, self.device)
+        return build_memory_inputs(
+            [self._instruments[i].memory for i in ids],
+            self._frame_index,
+            self.image_size // 16,
+            self.cfg.divemem.max_obj_ptrs,
+            self.device,
+        )
 
     # ---- memory + results ------------------------------------------------------------
     def _finish_frame(self, feats, outputs: dict[int, _FrameOutput], hw, timings) -> list[InstrumentResult]:
@@ -358,10 +372,10 @@ class InstrumentTracker:
 
     def _result(self, state: InstrumentState, o: _FrameOutput, logits: np.ndarray) -> InstrumentResult:
         mask = logits > self.cfg.mask_threshold
-        ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
-        bbox = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if len(xs) else (0, 0, 0, 0)
-        res = InstrumentResult(state.instrument_id, mask, logits, o.iou, o.object_score, bbox,
-                               is_conditioning_frame=o.is_cond)
+        bbox = mask_bbox(mask)
+        res = InstrumentResult(
+            state.instrument_id, mask, logits, o.iou, o.object_score, bbox, is_conditioning_frame=o.is_cond
+        )
         if state.class_probs:
             mean = torch.stack(list(state.class_probs)).mean(0)
             k = int(mean.argmax())
@@ -373,25 +387,16 @@ class InstrumentTracker:
         return res
 
     # ---- persistence -----------------------------------------------------------------
+    def _state_identity(self) -> tracker_state.StateIdentity:
+        return tracker_state.StateIdentity(self.cfg.model_size, self.image_size, self.checkpoint_sha256)
+
     def save_state(self, path: str) -> None:
         """Write every instrument's memory bank and the frame counter to ``path`` (torch file).
 
         Raises:
             StateFileError: the file cannot be written.
         """
-        state = {
-            "format": STATE_FORMAT, "version": STATE_VERSION, "model_size": self.cfg.model_size,
-            "image_size": self.image_size, "checkpoint_sha256": self.checkpoint_sha256,
-            "frame_index": self._frame_index,
-            "instruments": [{
-                "instrument_id": s.instrument_id, "class_id": s.class_id, "class_name": s.class_name,
-                "class_probs": [p.cpu() for p in s.class_probs],
-                "memory": s.memory.to_state()} for s in self._instruments.values()],
-        }
-        try:
-            torch.save(state, path)
-        except OSError as exc:
-            raise StateFileError(f"cannot write tracker state to {path!r}: {exc}") from exc
+        tracker_state.save_state(path, self._state_identity(), self._frame_index, self._instruments.values())
 
     def load_state(self, path: str) -> list[int]:
         """Replace the tracker state by one saved with :meth:`save_state`; returns the ids.
@@ -400,32 +405,7 @@ class InstrumentTracker:
             StateFileError: missing/corrupt file, not a tracker state, or saved with another
                 model size, image size or checkpoint (the current state is then unchanged).
         """
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as exc:
-            raise StateFileError(f"tracker state {path!r} does not exist") from exc
-        except Exception as exc:  # torch raises UnpicklingError/RuntimeError/EOFError for bad files
-            raise StateFileError(f"tracker state {path!r} is corrupt or unsafe: {exc}") from exc
-        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise StateFileError(f"{path!r} is not a sam2s_ros tracker state")
-        if state.get("version") != STATE_VERSION:
-            raise StateFileError(f"tracker state version {state.get('version')} is not supported (need {STATE_VERSION})")
-        mine = (self.cfg.model_size, self.image_size, self.checkpoint_sha256)
-        theirs = (state["model_size"], state["image_size"], state["checkpoint_sha256"])
-        if mine != theirs:
-            raise StateFileError(f"tracker state was saved with model/image_size/checkpoint {theirs[:2]} "
-                                 f"{theirs[2][:12] or 'random weights'}, this tracker runs {mine[:2]} "
-                                 f"{mine[2][:12] or 'random weights'}")
-        try:
-            instruments = {}
-            for d in state["instruments"]:
-                s = InstrumentState(int(d["instrument_id"]),
-                                    InstrumentMemory.from_state(self.cfg.divemem, d["memory"], self.device),
-                                    int(d["class_id"]), str(d["class_name"]),
-                                    deque(d["class_probs"], maxlen=self.cfg.class_smoothing_frames))
-                instruments[s.instrument_id] = s
-            frame_index = int(state["frame_index"])
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise StateFileError(f"tracker state {path!r} is incomplete: {exc}") from exc
-        self._instruments, self._frame_index = instruments, frame_index
+        self._instruments, self._frame_index = tracker_state.load_state(
+            path, self._state_identity(), self.cfg.divemem, self.device, self.cfg.class_smoothing_frames
+        )
         return self.instrument_ids

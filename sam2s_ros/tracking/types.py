@@ -139,3 +139,14 @@ class FrameResult:
             labels[take] = r.instrument_id
             best[take] = score[take]
         return labels
+
+
+def mask_bbox(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """Tight bounding box (x0, y0, x1, y1) of a [H, W] mask (non-zero = object).
+
+    Inclusive-exclusive on pixel indices (x0 = first column, x1 = last column + 1); all 0
+    when the mask is empty.
+    """
+    mask = np.asarray(mask, bool)
+    ys, xs = np.nonzero(mask.any(axis=1))[0], np.nonzero(mask.any(axis=0))[0]
+    return (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1) if len(xs) else (0, 0, 0, 0)

@@ -17,8 +17,15 @@ from sam2s_ros.errors import ConfigError
 #: source kinds a data source may have
 SOURCE_KINDS = ("davis", "bag")
 #: modules that ``freeze`` may name (top-level SAM2Base children)
-FREEZABLE = ("image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "memory_attention", "memory_encoder",
-             "obj_ptr_proj", "semantic_head")
+FREEZABLE = (
+    "image_encoder",
+    "sam_prompt_encoder",
+    "sam_mask_decoder",
+    "memory_attention",
+    "memory_encoder",
+    "obj_ptr_proj",
+    "semantic_head",
+)
 
 
 @dataclass

@@ -69,7 +69,7 @@ def _read_rgb(path: Path) -> np.ndarray:
 
 
 def _read_label(path: Path) -> np.ndarray:
-    from sam2s_ros.tools.make_bag import read_label_image
+    from sam2s_ros.data.frames import read_label_image
 
     try:
         return read_label_image(path)
@@ -87,8 +87,9 @@ def _image_hw(path: Path) -> tuple[int, int]:
         raise DatasetError(f"cannot read frame {path}: {exc}") from exc
 
 
-def load_davis_sequence(folder: Path, image_size: int, source_index: int = 0, max_frames: int = 0,
-                        name: Optional[str] = None) -> Sequence:
+def load_davis_sequence(
+    folder: Path, image_size: int, source_index: int = 0, max_frames: int = 0, name: Optional[str] = None
+) -> Sequence:
     """Read ``folder/frames`` and ``folder/masks`` (same file stems, one mask per frame).
 
     Args:
@@ -100,7 +101,7 @@ def load_davis_sequence(folder: Path, image_size: int, source_index: int = 0, ma
         DatasetError: missing folders, count or name mismatch, size mismatch between a frame
             and its mask, unreadable files, no object in any frame.
     """
-    from sam2s_ros.tools.make_bag import list_image_files
+    from sam2s_ros.data.frames import list_image_files
 
     frames_dir, masks_dir = folder / "frames", folder / "masks"
     for d in (frames_dir, masks_dir):
@@ -121,19 +122,33 @@ def load_davis_sequence(folder: Path, image_size: int, source_index: int = 0, ma
     for f, m in zip(frames, masks):
         lab = _read_label(m)
         if lab.shape != _image_hw(f):
-            raise DatasetError(f"{m}: mask is {lab.shape[1]}x{lab.shape[0]} but frame {f.name} is "
-                               f"{_image_hw(f)[1]}x{_image_hw(f)[0]}")
+            raise DatasetError(
+                f"{m}: mask is {lab.shape[1]}x{lab.shape[0]} but frame {f.name} is {_image_hw(f)[1]}x{_image_hw(f)[0]}"
+            )
         labels.append(_resize_labels(lab, image_size))
     stacked = np.stack(labels)
     ids = [int(i) for i in np.unique(stacked) if i != 0]
     if not ids:
         raise DatasetError(f"{folder}: every mask is empty (no object to train on)")
-    return Sequence(name or folder.name, source_index, len(frames), stacked, ids,
-                    lambda i, _f=tuple(frames): _read_rgb(_f[i]), [_file_key(f) for f in frames])
+    return Sequence(
+        name or folder.name,
+        source_index,
+        len(frames),
+        stacked,
+        ids,
+        lambda i, _f=tuple(frames): _read_rgb(_f[i]),
+        [_file_key(f) for f in frames],
+    )
 
 
-def load_bag_sequence(path: Path, image_size: int, source_index: int = 0, max_frames: int = 0,
-                      image_topic: Optional[str] = None, gt_topic: Optional[str] = None) -> Sequence:
+def load_bag_sequence(
+    path: Path,
+    image_size: int,
+    source_index: int = 0,
+    max_frames: int = 0,
+    image_topic: Optional[str] = None,
+    gt_topic: Optional[str] = None,
+) -> Sequence:
     """Read a rosbag2 written by ``sam2s make-bag --gt-dir``: frames and ground truth by stamp.
 
     Frames are decoded into memory (a training bag is a short clip).
@@ -142,27 +157,31 @@ def load_bag_sequence(path: Path, image_size: int, source_index: int = 0, max_fr
         DatasetError: unreadable bag, no frames or no ground truth, a frame without ground
             truth of the same stamp, size mismatch, no object.
     """
-    from sam2s_ros import bags
-    from sam2s_ros.tools.make_bag import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC
+    from sam2s_ros import codec
+    from sam2s_ros.data import bags
+    from sam2s_ros.data.input_bag import DEFAULT_GT_TOPIC, DEFAULT_IMAGE_TOPIC
 
     image_topic, gt_topic = image_topic or DEFAULT_IMAGE_TOPIC, gt_topic or DEFAULT_GT_TOPIC
     frames: dict[int, np.ndarray] = {}
     gts: dict[int, np.ndarray] = {}
     try:
         for item in bags.read_messages(path, [image_topic, gt_topic]):
-            stamp = bags.stamp_to_ns(item.msg.header.stamp)
-            arr = bags.image_to_array(item.msg)
+            stamp = codec.stamp_to_ns(item.msg.header.stamp)
+            arr = codec.image_to_array(item.msg)
             (frames if item.topic == image_topic else gts)[stamp] = arr
     except Sam2sError as exc:
         raise DatasetError(f"cannot read training bag {path}: {exc}") from exc
     if not frames or not gts:
-        raise DatasetError(f"{path}: needs frames on {image_topic} and ground truth on {gt_topic} "
-                           f"(found {len(frames)} and {len(gts)}); make it with sam2s make-bag --gt-dir")
+        raise DatasetError(
+            f"{path}: needs frames on {image_topic} and ground truth on {gt_topic} "
+            f"(found {len(frames)} and {len(gts)}); make it with sam2s make-bag --gt-dir"
+        )
     stamps = sorted(frames)
     missing = [s for s in stamps if s not in gts]
     if missing:
-        raise DatasetError(f"{path}: {len(missing)} frames have no ground truth with the same stamp "
-                           f"(first at {missing[0]} ns)")
+        raise DatasetError(
+            f"{path}: {len(missing)} frames have no ground truth with the same stamp (first at {missing[0]} ns)"
+        )
     if max_frames:
         stamps = stamps[:max_frames]
     labels = []
@@ -175,8 +194,15 @@ def load_bag_sequence(path: Path, image_size: int, source_index: int = 0, max_fr
     if not ids:
         raise DatasetError(f"{path}: every ground-truth mask is empty (no object to train on)")
     rgb = [frames[s] if frames[s].ndim == 3 else np.repeat(frames[s][..., None], 3, 2) for s in stamps]
-    return Sequence(path.name, source_index, len(stamps), stacked, ids, lambda i, _r=tuple(rgb): _r[i],
-                    [f"{path.resolve()}@{s}" for s in stamps])
+    return Sequence(
+        path.name,
+        source_index,
+        len(stamps),
+        stacked,
+        ids,
+        lambda i, _r=tuple(rgb): _r[i],
+        [f"{path.resolve()}@{s}" for s in stamps],
+    )
 
 
 def _read_class_map(path: Optional[str]) -> dict[str, dict[int, str]]:
@@ -207,7 +233,7 @@ def load_source(src: SourceConfig, index: int, image_size: int, max_frames: int 
         if (root / "frames").is_dir():  # the path is one sequence
             names, root = [root.name], root.parent
     else:
-        from sam2s_ros.tools.eval_cmd import is_bag
+        from sam2s_ros.data.bags import is_bag
 
         names = [root.name] if is_bag(root) else sorted(p.name for p in root.iterdir() if is_bag(p))
         root = root.parent if is_bag(root) else root
@@ -243,7 +269,7 @@ def split_sequences(seqs: list[Sequence], data: DataConfig, seed: int) -> tuple[
     else:
         shuffled = sorted(names)
         random.Random(seed).shuffle(shuffled)
-        val_names = set(shuffled[:round(len(names) * data.val_fraction)])
+        val_names = set(shuffled[: round(len(names) * data.val_fraction)])
     train = [s for s in seqs if s.name not in val_names]
     if not train:
         raise DatasetError("no training sequence left after the validation split")

@@ -93,8 +93,12 @@ class FeatureCache:
         """Encode every frame of ``sequences`` that is not cached yet; returns frames encoded."""
         from tqdm import tqdm
 
-        todo = [(s, i) for s in sequences for i in range(s.num_frames)
-                if self._path(s.frame_keys[i]) is None or not self._path(s.frame_keys[i]).is_file()]
+        todo = [
+            (s, i)
+            for s in sequences
+            for i in range(s.num_frames)
+            if self._path(s.frame_keys[i]) is None or not self._path(s.frame_keys[i]).is_file()
+        ]
         before = self.computed
         for s, i in tqdm(todo, desc="caching encoder features", disable=not progress or not todo, unit="frame"):
             self.get(s, i)

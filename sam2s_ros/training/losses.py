@@ -83,8 +83,9 @@ def actual_iou(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
 
 
-def frame_losses(multi_logits: torch.Tensor, pred_ious: torch.Tensor, object_score_logits: torch.Tensor,
-                 gt: torch.Tensor, cfg) -> dict[str, torch.Tensor]:
+def frame_losses(
+    multi_logits: torch.Tensor, pred_ious: torch.Tensor, object_score_logits: torch.Tensor, gt: torch.Tensor, cfg
+) -> dict[str, torch.Tensor]:
     """Losses of one frame's decoder output for B objects.
 
     Args:
@@ -110,5 +111,9 @@ def frame_losses(multi_logits: torch.Tensor, pred_ious: torch.Tensor, object_sco
         ious = actual_iou(multi_logits, gt.expand(-1, m, -1, -1))
     iou_l1 = (pred_ious - ious).abs().mean(-1)
     obj = F.binary_cross_entropy_with_logits(object_score_logits.reshape(-1), present, reduction="none")
-    return {"mask": focal.gather(1, best)[:, 0] * present, "dice": dice.gather(1, best)[:, 0] * present,
-            "iou": iou_l1 * present, "object_score": obj}
+    return {
+        "mask": focal.gather(1, best)[:, 0] * present,
+        "dice": dice.gather(1, best)[:, 0] * present,
+        "iou": iou_l1 * present,
+        "object_score": obj,
+    }

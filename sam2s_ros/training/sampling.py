@@ -126,9 +126,17 @@ def _click_prompt(mask: np.ndarray, n: int, rng: np.random.Generator) -> tuple[n
     return np.stack([xs[pick], ys[pick]], 1).astype(np.float32), np.ones(n, dtype=np.int32)
 
 
-def sample_batch(sequences, weights: np.ndarray, cache, data: DataConfig, prompts: PromptConfig,
-                 vocabulary: list[str], batch_size: int, rng: np.random.Generator,
-                 shard: tuple[int, int] = (0, 1)) -> ClipBatch:
+def sample_batch(
+    sequences,
+    weights: np.ndarray,
+    cache,
+    data: DataConfig,
+    prompts: PromptConfig,
+    vocabulary: list[str],
+    batch_size: int,
+    rng: np.random.Generator,
+    shard: tuple[int, int] = (0, 1),
+) -> ClipBatch:
     """Draw a global batch of ``batch_size * N`` clips and build shard I's ``batch_size`` of them.
 
     Every rank draws the same global batch from the same generator (clip choices, augmentation
@@ -153,7 +161,7 @@ def sample_batch(sequences, weights: np.ndarray, cache, data: DataConfig, prompt
             first = int(np.flatnonzero((seq.labels == seq.object_ids[0]).reshape(seq.num_frames, -1).any(1))[0])
             idx = [first, *[i for i in idx[1:]]]
             visible = [o for o in seq.object_ids if (seq.labels[idx[0]] == o).any()]
-        objs = rng.permutation(visible)[:data.max_objects].tolist()
+        objs = rng.permutation(visible)[: data.max_objects].tolist()
         flip = rng.random() < data.hflip_prob
         theta = _affine_thetas(len(idx), data, rng)
         if clip not in mine:
@@ -172,8 +180,7 @@ def sample_batch(sequences, weights: np.ndarray, cache, data: DataConfig, prompt
             if theta is not None:
                 feats = {k: _warp(v, theta, "bilinear") for k, v in feats.items()}
         else:
-            imgs = torch.cat([to_model_input(seq.read_frame(i), seq.labels.shape[1], torch.device("cpu"))
-                              for i in idx])
+            imgs = torch.cat([to_model_input(seq.read_frame(i), seq.labels.shape[1], torch.device("cpu")) for i in idx])
             imgs = imgs.flip(-1) if flip else imgs
             imgs = _warp(imgs, theta, "bilinear") if theta is not None else imgs
         for j, o in enumerate(objs):
@@ -197,11 +204,21 @@ def sample_batch(sequences, weights: np.ndarray, cache, data: DataConfig, prompt
     coords = labels_t = None
     if kind != "mask":
         draw = _box_prompt if kind == "box" else (lambda m, r: _click_prompt(m, prompts.num_init_clicks, r))
-        pts = [draw(gt[b, 0, 0].numpy() > 0, np.random.default_rng([prompt_seed, row_ids[b]]))
-               for b in range(gt.shape[0])]
+        pts = [
+            draw(gt[b, 0, 0].numpy() > 0, np.random.default_rng([prompt_seed, row_ids[b]])) for b in range(gt.shape[0])
+        ]
         coords = torch.from_numpy(np.stack([p[0] for p in pts]))
         labels_t = torch.from_numpy(np.stack([p[1] for p in pts]))
-    feats_out = ({k: torch.stack([f[k] for f in rows_feats]) for k in ("s4", "s8", "s16")} if rows_feats else None)
+    feats_out = {k: torch.stack([f[k] for f in rows_feats]) for k in ("s4", "s8", "s16")} if rows_feats else None
     images = torch.stack(rows_imgs) if rows_imgs else None
-    return ClipBatch(feats_out, images, gt, kind, coords, labels_t, torch.tensor(class_ids), names,
-                     torch.tensor(row_ids, dtype=torch.int64))
+    return ClipBatch(
+        feats_out,
+        images,
+        gt,
+        kind,
+        coords,
+        labels_t,
+        torch.tensor(class_ids),
+        names,
+        torch.tensor(row_ids, dtype=torch.int64),
+    )

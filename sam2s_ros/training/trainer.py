@@ -96,13 +96,20 @@ def param_groups(model: torch.nn.Module, pretrained: set[str], cfg: TrainConfig)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        sam_name = name[len("sam."):] if name.startswith("sam.") else None
+        sam_name = name[len("sam.") :] if name.startswith("sam.") else None
         is_pre = sam_name is not None and sam_name in pretrained
         no_decay = p.ndim <= 1 or any(m in name for m in NO_DECAY_MARKERS)
         groups.setdefault((is_pre, no_decay), []).append(p)
     o = cfg.optim
-    return [{"params": ps, "lr": o.lr_pretrained if pre else o.lr, "base_lr": o.lr_pretrained if pre else o.lr,
-             "weight_decay": 0.0 if nd else o.weight_decay} for (pre, nd), ps in sorted(groups.items())]
+    return [
+        {
+            "params": ps,
+            "lr": o.lr_pretrained if pre else o.lr,
+            "base_lr": o.lr_pretrained if pre else o.lr,
+            "weight_decay": 0.0 if nd else o.weight_decay,
+        }
+        for (pre, nd), ps in sorted(groups.items())
+    ]
 
 
 def lr_factor(step: int, cfg: TrainConfig) -> float:
@@ -164,16 +171,24 @@ class Trainer:
 
                 emb = read_state_dict(cfg.class_embeddings).get("class_embeddings")
                 if emb is None or emb.shape[0] != len(cfg.class_vocabulary):
-                    raise ConfigError(f"{cfg.class_embeddings} must hold 'class_embeddings' [C={len(cfg.class_vocabulary)}, D]")
+                    raise ConfigError(
+                        f"{cfg.class_embeddings} must hold 'class_embeddings' [C={len(cfg.class_vocabulary)}, D]"
+                    )
             head = TrainableSemanticHead(len(cfg.class_vocabulary), cfg.semantic_dim, emb)
             if "semantic_head" in cfg.freeze:
                 head.requires_grad_(False)
         mem = cfg.memory
-        mem_cfg = DiveMemConfig(num_maskmem=mem.num_maskmem, max_cond_frames=mem.max_cond_frames,
-                                max_obj_ptrs=mem.max_obj_ptrs, long_term_enabled=mem.long_term_enabled,
-                                long_term_frames=mem.long_term_frames, candidate_pool_size=mem.candidate_pool_size,
-                                iou_threshold=mem.iou_threshold, object_score_threshold=mem.object_score_threshold,
-                                memory_dtype="float32")
+        mem_cfg = DiveMemConfig(
+            num_maskmem=mem.num_maskmem,
+            max_cond_frames=mem.max_cond_frames,
+            max_obj_ptrs=mem.max_obj_ptrs,
+            long_term_enabled=mem.long_term_enabled,
+            long_term_frames=mem.long_term_frames,
+            candidate_pool_size=mem.candidate_pool_size,
+            iou_threshold=mem.iou_threshold,
+            object_score_threshold=mem.object_score_threshold,
+            memory_dtype="float32",
+        )
         mem_cfg.validate()
         self.model = ClipModel(sam, mem_cfg, cfg.prompts, cfg.loss, head).to(self.device)
         self.cache = None
@@ -184,8 +199,10 @@ class Trainer:
         self.ddp = None
         if self.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=True)
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=True,
+            )
         self.step = 0
         self.history: list[dict] = []
         self.val_history: list[dict] = []
@@ -203,10 +220,16 @@ class Trainer:
         if self.rank != 0:
             return
         self.ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
-                 "scheduler": self.sched.state_dict(), "step": self.step, "history": self.history,
-                 "val_history": self.val_history, "config": asdict(self.cfg),
-                 "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "step": self.step,
+            "history": self.history,
+            "val_history": self.val_history,
+            "config": asdict(self.cfg),
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+        }
         tmp = self.ckpt_path.with_suffix(".tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.ckpt_path)
@@ -231,10 +254,14 @@ class Trainer:
     def _to_device(self, batch):
         if self.device.type == "cpu":
             return batch
-        move = (lambda x: x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x)
+
+        def move(x):
+            return x.to(self.device, non_blocking=True) if isinstance(x, torch.Tensor) else x
+
         batch.gt, batch.class_ids = move(batch.gt), move(batch.class_ids)
-        batch.point_coords, batch.point_labels, batch.images = map(move, (batch.point_coords, batch.point_labels,
-                                                                            batch.images))
+        batch.point_coords, batch.point_labels, batch.images = map(
+            move, (batch.point_coords, batch.point_labels, batch.images)
+        )
         if batch.feats is not None:
             batch.feats = {k: move(v) for k, v in batch.feats.items()}
         return batch
@@ -247,16 +274,29 @@ class Trainer:
         self.model.train()
         self.sam.image_encoder.train("image_encoder" not in cfg.freeze)
         net = self.ddp or self.model
-        amp = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.amp == "bfloat16" and self.device.type == "cuda"
-               else nullcontext())
+        amp = (
+            torch.autocast("cuda", dtype=torch.bfloat16)
+            if cfg.amp == "bfloat16" and self.device.type == "cuda"
+            else nullcontext()
+        )
         sums: dict[str, float] = {}
         accum = cfg.optim.grad_accum
         t0 = time.perf_counter()
         for micro in range(accum):
             rng = step_rng(cfg.seed, 0, self.step, micro)
-            batch = self._to_device(sample_batch(self.train_seqs, self.weights, self.cache, cfg.data, cfg.prompts,
-                                                 list(cfg.class_vocabulary), cfg.batch_size, rng,
-                                                 (self.rank, self.world)))
+            batch = self._to_device(
+                sample_batch(
+                    self.train_seqs,
+                    self.weights,
+                    self.cache,
+                    cfg.data,
+                    cfg.prompts,
+                    list(cfg.class_vocabulary),
+                    cfg.batch_size,
+                    rng,
+                    (self.rank, self.world),
+                )
+            )
             sync = self.ddp.no_sync() if (self.ddp is not None and micro < accum - 1) else nullcontext()
             with sync, amp:
                 losses = net(batch, seed=int(rng.integers(2**31)))
@@ -301,16 +341,24 @@ class Trainer:
             dist.barrier()
         writer = self._tb_writer()
         csv_path = self.out / "log.csv"
-        bar = tqdm(total=cfg.steps, initial=self.step, disable=not self.progress or self.rank != 0, unit="step",
-                   desc="resumed" if resumed else "training")
+        bar = tqdm(
+            total=cfg.steps,
+            initial=self.step,
+            disable=not self.progress or self.rank != 0,
+            unit="step",
+            desc="resumed" if resumed else "training",
+        )
         while self.step < cfg.steps:
             scalars = self.train_step()
             row = self.history[-1]
             if self.rank == 0:
                 self._log(csv_path, writer, row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{scalars['total']:.3f}", iou=f"{scalars['mean_iou']:.2f}",
-                                clips_s=f"{scalars['clips_per_s']:.2f}")
+                bar.set_postfix(
+                    loss=f"{scalars['total']:.3f}",
+                    iou=f"{scalars['mean_iou']:.2f}",
+                    clips_s=f"{scalars['clips_per_s']:.2f}",
+                )
             if cfg.val_every and self.step % cfg.val_every == 0 and self.step < cfg.steps:
                 v = self.validate()
                 if v is not None and writer is not None:
@@ -366,23 +414,40 @@ class Trainer:
             state["semantic_head.class_embeddings"] = head.class_embeddings.detach().half().contiguous()
             state["semantic_head.logit_scale"] = head.logit_scale.detach().half().contiguous()
         path = self.out / f"{cfg.model_size}.safetensors"
-        meta = {"format": "sam2s_ros.checkpoint", "model_size": cfg.model_size, "image_size": str(cfg.image_size),
-                "steps": str(self.step), "base": self.base}
+        meta = {
+            "format": "sam2s_ros.checkpoint",
+            "model_size": cfg.model_size,
+            "image_size": str(cfg.image_size),
+            "steps": str(self.step),
+            "base": self.base,
+        }
         save_file(state, str(path), metadata=meta)
         card = {
-            "model": cfg.model_size, "file": path.name, "sha256": file_sha256(str(path)),
-            "image_size": cfg.image_size, "base_checkpoint": self.base, "steps": self.step,
+            "model": cfg.model_size,
+            "file": path.name,
+            "sha256": file_sha256(str(path)),
+            "image_size": cfg.image_size,
+            "base_checkpoint": self.base,
+            "steps": self.step,
             "clips_seen": self.step * cfg.batch_size * cfg.optim.grad_accum * self.world,
-            "data_sources": [{"kind": s.kind, "path": s.path, "weight": s.weight, "licence": s.licence,
-                              "exclude": list(s.exclude)} for s in cfg.data.sources],
-            "train_sequences": [s.name for s in self.train_seqs], "val_sequences": [s.name for s in self.val_seqs],
-            "switches": {"divemem_in_training": cfg.memory.long_term_enabled,
-                         "hybrid_temporal_sampling": cfg.data.hybrid_sampling,
-                         "tsl_semantic_head": head is not None,
-                         "tsl_class_embeddings": (None if head is None else
-                                                  ("learned" if head.learned else f"given: {cfg.class_embeddings}")),
-                         "arl_sigma_px": cfg.loss.arl_sigma_px, "freeze": list(cfg.freeze)},
-            "validation": final_val, "validation_history": self.val_history,
+            "data_sources": [
+                {"kind": s.kind, "path": s.path, "weight": s.weight, "licence": s.licence, "exclude": list(s.exclude)}
+                for s in cfg.data.sources
+            ],
+            "train_sequences": [s.name for s in self.train_seqs],
+            "val_sequences": [s.name for s in self.val_seqs],
+            "switches": {
+                "divemem_in_training": cfg.memory.long_term_enabled,
+                "hybrid_temporal_sampling": cfg.data.hybrid_sampling,
+                "tsl_semantic_head": head is not None,
+                "tsl_class_embeddings": (
+                    None if head is None else ("learned" if head.learned else f"given: {cfg.class_embeddings}")
+                ),
+                "arl_sigma_px": cfg.loss.arl_sigma_px,
+                "freeze": list(cfg.freeze),
+            },
+            "validation": final_val,
+            "validation_history": self.val_history,
             "final_train_loss": self.history[-1]["total"] if self.history else None,
             "config": asdict(cfg),
         }

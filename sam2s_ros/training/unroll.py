@@ -140,23 +140,38 @@ class ClipModel(nn.Module):
                 else:
                     coords, labels = batch.point_coords, batch.point_labels
                     pix = self.no_memory(s16)
-                    out = sam._forward_sam_heads(pix, {"point_coords": coords, "point_labels": labels}, None, hr,
-                                                 multimask_output=coords.shape[1] <= 1)
+                    out = sam._forward_sam_heads(
+                        pix,
+                        {"point_coords": coords, "point_labels": labels},
+                        None,
+                        hr,
+                        multimask_output=coords.shape[1] <= 1,
+                    )
                     self._add_losses(out, gt, terms, ious_seen)
                     for _ in range(self.prompts.clicks_per_correction if self.prompts.correct_frames else 0):
                         c, lab = self._correction_clicks(out[4], gt, gens)
                         coords, labels = torch.cat([coords, c], 1), torch.cat([labels, lab], 1)
                         prev = out[3].clamp(-PREV_LOGITS_CLAMP, PREV_LOGITS_CLAMP)
-                        out = sam._forward_sam_heads(pix, {"point_coords": coords, "point_labels": labels}, prev,
-                                                     hr, multimask_output=False)
+                        out = sam._forward_sam_heads(
+                            pix, {"point_coords": coords, "point_labels": labels}, prev, hr, multimask_output=False
+                        )
                         self._add_losses(out, gt, terms, ious_seen)
             else:
                 is_cond = False
                 memory = build_memory_inputs(mems, t, self.feat_hw, self.memory_cfg.max_obj_ptrs, gt.device)
                 if maskmem_pos is None:
                     raise RuntimeError("memory positional encoding missing after the first frame")
-                pix = self.memory_attention(s16, pos, memory.mem_feats, maskmem_pos, memory.mem_tpos_index,
-                                            memory.mem_valid, memory.obj_ptrs, memory.obj_ptr_pos, memory.ptr_valid)
+                pix = self.memory_attention(
+                    s16,
+                    pos,
+                    memory.mem_feats,
+                    maskmem_pos,
+                    memory.mem_tpos_index,
+                    memory.mem_valid,
+                    memory.obj_ptrs,
+                    memory.obj_ptr_pos,
+                    memory.ptr_valid,
+                )
                 out = sam._forward_sam_heads(pix, None, None, hr, multimask_output=True)
                 self._add_losses(out, gt, terms, ious_seen)
             _, _, ious, low_res, high_res, obj_ptr, obj_score = out
@@ -173,8 +188,13 @@ class ClipModel(nn.Module):
                 add(t, maskmem[i], obj_ptr[i], float(obj_score[i, 0].detach()), float(best_iou[i]))
         losses = {k: torch.stack(v).mean() if v else s16.new_zeros(()) for k, v in terms.items()}
         losses["semantic"] = torch.stack(sem_terms).mean() if sem_terms else s16.new_zeros(())
-        losses["total"] = (lc.mask * losses["mask"] + lc.dice * losses["dice"] + lc.iou * losses["iou"]
-                           + lc.object_score * losses["object_score"] + lc.semantic * losses["semantic"])
+        losses["total"] = (
+            lc.mask * losses["mask"]
+            + lc.dice * losses["dice"]
+            + lc.iou * losses["iou"]
+            + lc.object_score * losses["object_score"]
+            + lc.semantic * losses["semantic"]
+        )
         losses["mean_iou"] = torch.cat(ious_seen).mean() if ious_seen else s16.new_zeros(())
         return losses
 

@@ -31,8 +31,9 @@ def track_and_score(sam, semantic_head, sequences, cfg, device: torch.device) ->
     from sam2s_ros.tracking.tracker import InstrumentTracker
     from sam2s_ros.tracking.types import PromptInput, PromptMode
 
-    tcfg = TrackerConfig(model_size=cfg.model_size, image_size=cfg.image_size, allow_random_weights=True,
-                         device=str(device))
+    tcfg = TrackerConfig(
+        model_size=cfg.model_size, image_size=cfg.image_size, allow_random_weights=True, device=str(device)
+    )
     backend = TorchBackend(sam, device=str(device))
     per_seq = {}
     js, fs = [], []
@@ -52,8 +53,9 @@ def track_and_score(sam, semantic_head, sequences, cfg, device: torch.device) ->
                 if i == start:
                     h, w = frame.shape[:2]
                     ys, xs = np.nonzero(seq.labels[i] == obj)
-                    box = np.array([xs.min() * w / s, ys.min() * h / s, (xs.max() + 1) * w / s, (ys.max() + 1) * h / s],
-                                   np.float32)
+                    box = np.array(
+                        [xs.min() * w / s, ys.min() * h / s, (xs.max() + 1) * w / s, (ys.max() + 1) * h / s], np.float32
+                    )
                     prompts = [PromptInput(instrument_id=1, mode=PromptMode.NEW, box=box)]
                 res = tracker.track(frame, prompts)
                 mask = res.instruments[0].mask if res.instruments else np.zeros(frame.shape[:2], bool)

@@ -21,12 +21,21 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
+from sam2s_ros.codec import LABEL_ENCODINGS
 from sam2s_ros.errors import ConfigError
-from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, MODEL_SIZES, DiveMemConfig, TrackerConfig
+from sam2s_ros.tracking.config import (
+    AUTOCAST_DTYPES,
+    BACKENDS,
+    IMAGE_SIZE_MIN,
+    IMAGE_SIZE_STEP,
+    MEMORY_ATTENTION_BATCHING,
+    MODEL_SIZES,
+    DiveMemConfig,
+    TrackerConfig,
+)
 
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
-LABEL_ENCODINGS = ("mono8", "mono16")
 MODELS_README = "models/README.md"
 
 
@@ -102,7 +111,9 @@ _T = TrackerConfig()
 _M = DiveMemConfig()
 
 TRACKER_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("model_size", _T.model_size, "model of the checkpoint: SAM 2.1 Hiera size or sam2s_mobile", choices=MODEL_SIZES),
+    ParamSpec(
+        "model_size", _T.model_size, "model of the checkpoint: SAM 2.1 Hiera size or sam2s_mobile", choices=MODEL_SIZES
+    ),
     ParamSpec("checkpoint", "", f"SAM 2.1 / SAM2S checkpoint (.pt/.pth/.safetensors); '' = none (see {MODELS_README})"),
     ParamSpec(
         "allow_random_weights",
@@ -110,12 +121,15 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         "run with random weights when no checkpoint is given (tests/demos only: outputs are meaningless)",
     ),
     ParamSpec("seed", _T.seed, "torch seed for random weights", (0, 2**31 - 1, 0)),
-    ParamSpec("backend", _T.backend, "inference runtime", choices=("torch", "onnxruntime", "tensorrt")),
+    ParamSpec("backend", _T.backend, "inference runtime", choices=BACKENDS),
     ParamSpec("device", _T.device, "'cpu' or 'cuda[:N]'"),
     ParamSpec(
-        "image_size", _T.image_size, "model input side in pixels, multiple of 32 [SAM 2.1: 1024]", (128, 4096, 32)
+        "image_size",
+        _T.image_size,
+        "model input side in pixels, multiple of 32 [SAM 2.1: 1024]",
+        (IMAGE_SIZE_MIN, 4096, IMAGE_SIZE_STEP),
     ),
-    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=("none", "bfloat16", "float16")),
+    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=AUTOCAST_DTYPES),
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
     ParamSpec(
@@ -288,10 +302,8 @@ def inference_threads(requested: int, usable_cores: Optional[int] = None) -> int
     """CPU threads for inference: ``requested``, or when it is 0, the usable cores minus one (at least 1).
 
     One core is left to the ROS executor, which deserialises and converts every incoming
-    image even when inference is busy. Measured here (2 cores, 854x480 frames at 60 Hz from a
-    second process, 512 px model): with 2 inference threads a frame took 6.8-10.8 s and DDS
-    dropped most messages before the callback saw them; with 1 thread a frame took 1.3 s and
-    every message arrived (test_node_multiprocess flood test, 2026-11-22).
+    image even when inference is busy; without it DDS drops most messages of a fast camera
+    before the callback sees them (measurement: benchmarks/README.md, "Inference threads").
 
     Args:
         requested: the ``num_threads`` parameter (>= 0).

@@ -19,8 +19,9 @@ import psutil
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 
-from sam2s_ros.conversions import EmptyImageError, ImageTooLargeError, UnsupportedEncodingError
+from sam2s_ros.codec import EmptyImageError, ImageTooLargeError, UnsupportedEncodingError
 from sam2s_ros.errors import FrameError
+from sam2s_ros.tracking.latency import latency_percentiles_ms
 
 # Every bad-input kind the node counts (always reported, 0 included).
 BAD_INPUT_KINDS = (
@@ -167,14 +168,6 @@ class RateMeter:
             }
         self.last = snap
         return self.rates
-
-
-def latency_percentiles_ms(latencies: np.ndarray) -> dict[str, float]:
-    """p50/p90/p99/max of latencies (s) in milliseconds; zeros when there are none."""
-    if latencies.size == 0:
-        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
-    p50, p90, p99 = np.percentile(latencies, [50, 90, 99]) * 1e3
-    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "max": float(latencies.max() * 1e3)}
 
 
 def resident_memory_mb() -> float:

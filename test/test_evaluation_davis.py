@@ -25,7 +25,8 @@ def test_tolerance_at_480p_and_small_images():
 def test_disk_matches_skimage_definition():
     assert davis.disk(1).tolist() == [[0, 1, 0], [1, 1, 1], [0, 1, 0]]
     d2 = davis.disk(2)
-    assert d2.shape == (5, 5) and d2.sum() == 13  # x^2 + y^2 <= 4
+    assert d2.shape == (5, 5)
+    assert d2.sum() == 13
 
 
 def test_perfect_prediction():
@@ -80,7 +81,8 @@ def test_shift_beyond_tolerance_hand_computed():
     assert davis.seg2bmap(gt).sum() == 40
     assert davis.seg2bmap(pred).sum() == 45
     p, r = davis.boundary_precision_recall(pred, gt)
-    assert p == pytest.approx(21 / 45) and r == pytest.approx(21 / 40)
+    assert p == pytest.approx(21 / 45)
+    assert r == pytest.approx(21 / 40)
     assert davis.f_measure(pred, gt) == pytest.approx(42 / 85)
     # J: intersection 800, union 800 + 5 * 20 = 900.
     assert davis.jaccard(pred, gt) == pytest.approx(800 / 900)
@@ -142,7 +144,8 @@ def test_sequence_drops_first_and_last_frame():
     res = davis.evaluate_object(preds, gt)
     assert res.frames.tolist() == [1, 2, 3]
     assert res.j.tolist() == [1.0, 1.0, 0.0]
-    assert res.J.mean == pytest.approx(2 / 3) and res.F.mean == pytest.approx(2 / 3)
+    assert res.J.mean == pytest.approx(2 / 3)
+    assert res.F.mean == pytest.approx(2 / 3)
     assert res.jf == pytest.approx(2 / 3)
     assert res.J.recall == pytest.approx(2 / 3)
     kept = davis.evaluate_object(preds, gt, drop_first_last=False)

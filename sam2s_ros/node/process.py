@@ -49,8 +49,14 @@ class NodeProcess:
         env: environment (default: :func:`ros_env`).
     """
 
-    def __init__(self, parameters: dict, namespace: str = "/sam2s", params_file: Optional[Path] = None,
-                 log_path: Optional[Path] = None, env: Optional[dict] = None):
+    def __init__(
+        self,
+        parameters: dict,
+        namespace: str = "/sam2s",
+        params_file: Optional[Path] = None,
+        log_path: Optional[Path] = None,
+        env: Optional[dict] = None,
+    ):
         self.parameters, self.namespace = parameters, namespace
         self.params_file = params_file or find_config_file("sam2s.yaml")
         self.log_path, self.env = log_path, env or ros_env()
@@ -70,8 +76,9 @@ class NodeProcess:
     def __enter__(self) -> "NodeProcess":
         out = open(self.log_path, "w") if self.log_path else subprocess.DEVNULL  # noqa: SIM115 (closed in stop)
         self._log = out
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.env, stdin=subprocess.DEVNULL
+        )
         return self
 
     def check_alive(self) -> None:

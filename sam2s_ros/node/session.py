@@ -5,35 +5,16 @@ Uses its own rclpy context, so it can run inside a process that also uses rclpy.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import OrderedDict
 from typing import Callable, Optional, Sequence
 
+from sam2s_ros.codec import CLASS_ARRAY_TYPE, IMAGE_TYPE, MASK_ARRAY_TYPE, copy_header, prompt_msg, stamp_to_ns
 from sam2s_ros.errors import BagError
 
 #: most masks messages kept by stamp (older ones are dropped)
 MAX_KEPT_OUTPUTS = 256
-
-
-def prompt_input_to_msg(prompt, header):
-    """PromptInput -> sam2s_ros/msg/Prompt (rclpy) with ``header`` (source image's)."""
-    import numpy as np
-    from geometry_msgs.msg import Point
-
-    from sam2s_ros.msg import Prompt
-
-    msg = Prompt()
-    msg.header = header
-    msg.instrument_id = int(prompt.instrument_id)
-    msg.mode = int(prompt.mode)
-    msg.class_id = -1 if prompt.class_id is None else int(prompt.class_id)
-    msg.class_name = prompt.class_name
-    msg.points = [Point(x=float(x), y=float(y)) for x, y in np.asarray(prompt.points, np.float64).reshape(-1, 2)]
-    msg.point_labels = [int(v) for v in np.asarray(prompt.labels).reshape(-1)]
-    if prompt.box is not None:
-        msg.has_box = True
-        msg.box = np.asarray(prompt.box, np.float32).reshape(4)
-    return msg
 
 
 class RosSession:
@@ -46,8 +27,9 @@ class RosSession:
         outputs: (topic relative to the namespace, type name) pairs to record.
     """
 
-    def __init__(self, namespace: str, image_topic: str, prompt_topic: Optional[str],
-                 outputs: Sequence[tuple[str, str]]):
+    def __init__(
+        self, namespace: str, image_topic: str, prompt_topic: Optional[str], outputs: Sequence[tuple[str, str]]
+    ):
         self.namespace = "/" + namespace.strip("/") if namespace.strip("/") else ""
         self.image_topic = image_topic
         self.prompt_topic = prompt_topic or f"{self.namespace}/prompts"
@@ -69,8 +51,7 @@ class RosSession:
         from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
 
         self._deserialize = deserialize_message
-        self._types = {"sam2s_ros/msg/InstrumentMaskArray": InstrumentMaskArray,
-                       "sam2s_ros/msg/InstrumentClassArray": InstrumentClassArray, "sensor_msgs/msg/Image": Image}
+        self._types = {MASK_ARRAY_TYPE: InstrumentMaskArray, CLASS_ARRAY_TYPE: InstrumentClassArray, IMAGE_TYPE: Image}
         self._Prompt = Prompt
         self._Masks = InstrumentMaskArray
         self._ctx = rclpy.Context()
@@ -84,11 +65,16 @@ class RosSession:
         self._subs = []
         for rel, type_name in self.outputs:
             topic = self.output_topic(rel)
-            cb = (lambda raw, topic=topic, type_name=type_name: self._on_output(topic, type_name, raw))
+            cb = functools.partial(self._on_output, topic, type_name)
             self._subs.append(self.node.create_subscription(self._types[type_name], topic, cb, reliable, raw=True))
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._subs.append(self.node.create_subscription(
-            ClassVocabulary, self.output_topic("class_vocabulary"), self._on_vocabulary, latched))
+        latched = QoSProfile(
+            depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
+        )
+        self._subs.append(
+            self.node.create_subscription(
+                ClassVocabulary, self.output_topic("class_vocabulary"), self._on_vocabulary, latched
+            )
+        )
         return self
 
     def __exit__(self, *exc) -> None:
@@ -103,9 +89,9 @@ class RosSession:
     def _on_output(self, topic: str, type_name: str, raw: bytes) -> None:
         if self.on_output is not None:
             self.on_output(topic, raw, time.time_ns())
-        if type_name == "sam2s_ros/msg/InstrumentMaskArray":
+        if type_name == MASK_ARRAY_TYPE:
             msg = self._deserialize(raw, self._Masks)
-            stamp = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            stamp = stamp_to_ns(msg.header.stamp)
             self.masks_by_stamp[stamp] = msg
             self.masks_by_stamp.move_to_end(stamp)
             while len(self.masks_by_stamp) > MAX_KEPT_OUTPUTS:
@@ -135,13 +121,18 @@ class RosSession:
             if check is not None:
                 check()
             self._executor.spin_once(timeout_sec=0.1)
-            if (self.vocabulary is not None and self._pub_image.get_subscription_count() > 0
-                    and self._pub_prompt.get_subscription_count() > 0
-                    and self._subs[0].get_publisher_count() > 0):
+            if (
+                self.vocabulary is not None
+                and self._pub_image.get_subscription_count() > 0
+                and self._pub_prompt.get_subscription_count() > 0
+                and self._subs[0].get_publisher_count() > 0
+            ):
                 return
-        raise BagError(f"no sam2s_node answered within {timeout:.0f} s: expected it to subscribe to "
-                       f"{self.image_topic} and {self.prompt_topic} and publish {self.output_topic('masks')} "
-                       f"(same ROS_DOMAIN_ID? node log?)")
+        raise BagError(
+            f"no sam2s_node answered within {timeout:.0f} s: expected it to subscribe to "
+            f"{self.image_topic} and {self.prompt_topic} and publish {self.output_topic('masks')} "
+            f"(same ROS_DOMAIN_ID? node log?)"
+        )
 
     def publish_image(self, raw: bytes) -> None:
         self._pub_image.publish(raw)
@@ -156,12 +147,9 @@ class RosSession:
 
     def publish_prompt_inputs(self, prompts, header) -> list[int]:
         """Publish PromptInputs stamped with ``header`` (a rosbags or rclpy Header)."""
-        from builtin_interfaces.msg import Time
-        from std_msgs.msg import Header
-
-        h = Header(stamp=Time(sec=int(header.stamp.sec), nanosec=int(header.stamp.nanosec)), frame_id=header.frame_id)
+        h = copy_header(header)
         for p in prompts:
-            self._pub_prompt.publish(prompt_input_to_msg(p, h))
+            self._pub_prompt.publish(prompt_msg(p, h))
         return [int(p.instrument_id) for p in prompts]
 
     def wait_for_masks(self, stamp: int, timeout: float, done: Callable) -> Optional[object]:

@@ -1,7 +1,7 @@
 """``sam2s_node``: tracks surgical instruments in an image stream and publishes their masks.
 
 Threads: the image callback only converts and validates a frame and puts it in the
-latest-frame slot (:class:`~sam2s_ros.frame_buffer.FrameBuffer`); one worker thread runs
+latest-frame slot (:class:`~sam2s_ros.node.frame_buffer.FrameBuffer`); one worker thread runs
 the tracker on the newest frame (skipped frames are counted) and publishes the results.
 Prompts (topic or service) are checked against the image they refer to, queued, and
 applied by the worker: to the frame with the prompt's stamp while it is still in the ring
@@ -30,9 +30,9 @@ from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from sam2s_ros.conversions import (
-    array_to_image_msg,
+from sam2s_ros.codec import (
     classes_msg,
+    image_msg,
     image_msg_to_rgb,
     label_image_msg,
     masks_msg,
@@ -49,12 +49,12 @@ from sam2s_ros.errors import (
     StateFileError,
     UnknownInstrumentError,
 )
-from sam2s_ros.frame_buffer import Frame, FrameBuffer, PromptQueue
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
-from sam2s_ros.node_diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
-from sam2s_ros.node_parameters import declare_parameters, inference_threads, read_parameters
-from sam2s_ros.overlay import render_overlay
+from sam2s_ros.node.diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
+from sam2s_ros.node.frame_buffer import Frame, FrameBuffer, PromptQueue
+from sam2s_ros.node.parameters import declare_parameters, inference_threads, read_parameters
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.tracking.overlay import render_overlay
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import FrameResult, PromptInput, PromptMode
 
@@ -367,7 +367,7 @@ class Sam2sNode(Node):
             except ValueError as err:
                 self._report.report("label_image_overflow", f"label image not published: {err}")
         if self._pub_overlay is not None:
-            outputs.append((self._pub_overlay, array_to_image_msg(render_overlay(frame.image, result), "rgb8", header)))
+            outputs.append((self._pub_overlay, image_msg(render_overlay(frame.image, result), "rgb8", header)))
         masks.latency = time.monotonic() - frame.received
         self._pub_masks.publish(masks)
         for publisher, msg in outputs:
@@ -432,7 +432,3 @@ def main(args: Optional[list[str]] = None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

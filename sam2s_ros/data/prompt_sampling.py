@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 
 from sam2s_ros.errors import PromptError
-from sam2s_ros.tracking.types import PromptInput, PromptMode
+from sam2s_ros.tracking.types import PromptInput, PromptMode, mask_bbox
 
 PromptKind = Literal["box", "clicks", "mask"]
 PROMPT_KINDS: tuple[str, ...] = ("box", "clicks", "mask")
@@ -55,9 +55,7 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     Raises:
         PromptError: the mask is empty or not 2-D.
     """
-    mask = _check_mask(mask)
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], dtype=np.float32)
+    return np.array(mask_bbox(_check_mask(mask)), dtype=np.float32)
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:

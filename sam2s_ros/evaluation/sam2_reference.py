@@ -1,4 +1,4 @@
-"""Helpers that run the official SAM 2.1 video predictor (sam2 1.1.0) as a test oracle.
+"""The official SAM 2.1 video predictor (sam2 1.1.0) as an oracle for parity tests and benchmarks.
 
 The oracle gets exactly our random weights and our preprocessed frames (its own JPEG
 loading/resizing is replaced), so a difference can only come from the tracking logic.
@@ -21,23 +21,24 @@ SAM21_TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"
 def sam21_config(image_size: int, **overrides) -> TrackerConfig:
     """Our tracker configured exactly as SAM 2.1 (long-term memory off, no hole filling)."""
     mem = DiveMemConfig(long_term_enabled=False, max_cond_frames=64, memory_dtype="bfloat16")
-    return TrackerConfig(model_size="tiny", image_size=image_size, allow_random_weights=True, seed=0,
-                         fill_hole_area=0, divemem=mem, **overrides)
-
-
-def read_rgb(path) -> np.ndarray:
-    """[H, W, 3] uint8 RGB frame from an image file."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert bgr is not None, f"cannot read {path}"
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return TrackerConfig(
+        model_size="tiny",
+        image_size=image_size,
+        allow_random_weights=True,
+        seed=0,
+        fill_hole_area=0,
+        divemem=mem,
+        **overrides,
+    )
 
 
 def official_predictor(state_dict: dict, image_size: int):
     """SAM2VideoPredictor with the given weights, hole filling off (its CUDA op is absent)."""
     from sam2.build_sam import build_sam2_video_predictor
 
-    predictor = build_sam2_video_predictor(SAM21_TINY, ckpt_path=None, device="cpu",
-                                           hydra_overrides_extra=[f"++model.image_size={image_size}"])
+    predictor = build_sam2_video_predictor(
+        SAM21_TINY, ckpt_path=None, device="cpu", hydra_overrides_extra=[f"++model.image_size={image_size}"]
+    )
     predictor.load_state_dict(state_dict)
     predictor.fill_hole_area = 0
     return predictor.eval()

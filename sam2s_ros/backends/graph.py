@@ -1,0 +1,175 @@
+"""The runtime-independent half of the graph backends (onnxruntime, TensorRT).
+
+:class:`GraphBackend` implements the :class:`~sam2s_ros.backends.base.Backend` methods on
+top of one ``_run(stage, feeds)``; :func:`check_export` and :func:`load_constants` read an
+export folder (``manifest.json``, ``constants.npz``; see :mod:`sam2s_ros.export.contract`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
+from sam2s_ros.errors import BackendError
+from sam2s_ros.export.contract import CONSTANTS_FILE, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, bind_dims, model_name
+
+TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+
+
+EXPORT_HINT = (
+    "export them with: sam2s export --model-size {size} --image-size {s} "
+    "(--checkpoint PATH | --random-weights) --out {dir}"
+)
+
+
+def check_export(
+    onnx_dir: Path, image_size: int, model_size: str, checkpoint_sha256: Optional[str], weights: Optional[str]
+) -> dict:
+    """Read ``manifest.json`` of an export and check it fits the tracker.
+
+    Args:
+        onnx_dir: the export folder.
+        image_size, model_size: what the tracker runs.
+        checkpoint_sha256: hash of the tracker's checkpoint ("" for random weights); None skips the check.
+        weights: LoadedModel.weights; compared for random weights (the seed); None skips it.
+
+    Returns:
+        The manifest dict.
+
+    Raises:
+        BackendError: no export there, or one made for another model / size / checkpoint.
+    """
+    onnx_dir = Path(onnx_dir)
+    hint = EXPORT_HINT.format(size=model_size, s=image_size, dir=onnx_dir)
+    manifest_path = onnx_dir / MANIFEST_FILE
+    if not manifest_path.is_file():
+        what = "does not exist" if not onnx_dir.exists() else f"has no {MANIFEST_FILE}"
+        raise BackendError(f"onnx_dir {onnx_dir} {what}: it holds no sam2s_ros graphs; {hint}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise BackendError(f"{manifest_path} is unreadable: {exc}") from exc
+    problems = identity_problems(manifest, image_size, model_size, checkpoint_sha256, weights)
+    if problems:
+        raise BackendError(
+            f"the graphs in {onnx_dir} do not fit this tracker: {'; '.join(problems)}; re-export with --force ({hint})"
+        )
+    return manifest
+
+
+def identity_problems(
+    meta: dict, image_size: int, model_size: str, checkpoint_sha256: Optional[str], weights: Optional[str]
+) -> list[str]:
+    problems = []
+    if meta.get("graph_format") != GRAPH_FORMAT:
+        problems.append(f"graph format {meta.get('graph_format')!r}, this sam2s_ros reads {GRAPH_FORMAT!r}")
+    if meta.get("image_size") != str(image_size):
+        problems.append(f"image_size {meta.get('image_size')} (config: {image_size})")
+    if meta.get("model") != model_name(model_size):
+        problems.append(f"model {meta.get('model')} (config: {model_name(model_size)})")
+    if checkpoint_sha256 is not None and meta.get("checkpoint_sha256", "") != checkpoint_sha256:
+        theirs = meta.get("checkpoint_sha256", "")[:12] or "random weights"
+        problems.append(f"checkpoint sha256 {theirs} (loaded: {checkpoint_sha256[:12] or 'random weights'})")
+    elif weights is not None and not checkpoint_sha256 and meta.get("weights") != weights:
+        problems.append(f"weights {meta.get('weights')!r} (loaded: {weights!r})")
+    return problems
+
+
+def load_constants(onnx_dir: Path, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(no_mem_embed [256], maskmem_pos [1, 64, h, w]) float32 on ``device`` from constants.npz."""
+    path = Path(onnx_dir) / CONSTANTS_FILE
+    try:
+        with np.load(path) as data:
+            no_mem, pos = data["no_mem_embed"], data["maskmem_pos"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise BackendError(f"{path} is missing or incomplete ({exc}); re-export the graphs") from exc
+    hw = image_size // 16
+    if no_mem.shape != (256,) or pos.shape[-2:] != (hw, hw):
+        raise BackendError(f"{path} holds constants for another image size ({pos.shape}); re-export the graphs")
+    return torch.from_numpy(no_mem).to(device), torch.from_numpy(pos).to(device)
+
+
+class GraphBackend:
+    """Backend methods on top of ``_run(stage, feeds) -> {output name: tensor}`` (see sam2s_ros.export.contract).
+
+    Subclasses set ``self.device``, ``self.image_size``, ``self._no_mem_embed`` and
+    ``self._maskmem_pos`` and implement ``_run``.
+    """
+
+    name = "graphs"
+    image_size: int
+    device: torch.device
+
+    def _run(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def _call(self, stage: str, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        spec = GRAPHS[stage]
+        try:
+            bind_dims(spec, {k: tuple(v.shape) for k, v in feeds.items()}, self.image_size)
+        except ValueError as exc:
+            raise BackendError(str(exc)) from exc
+        cast = {t.name: feeds[t.name].to(self.device, TORCH_DTYPES[t.dtype]).contiguous() for t in spec.inputs}
+        return self._run(stage, cast)
+
+    def encode_image(self, image: torch.Tensor) -> ImageFeatures:
+        out = self._call("image_encoder", image=image)
+        return ImageFeatures(out["feat_s0"], out["feat_s1"], out["feat_s2"], out["pos_s2"])
+
+    def no_memory_features(self, feat_s2: torch.Tensor) -> torch.Tensor:
+        return feat_s2.to(self.device) + self._no_mem_embed[None, :, None, None]
+
+    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
+        out = self._call(
+            "memory_attention",
+            feat_s2=feats.feat_s2,
+            pos_s2=feats.pos_s2,
+            mem_feats=memory.mem_feats,
+            mem_tpos_index=memory.mem_tpos_index,
+            mem_valid=memory.mem_valid,
+            obj_ptrs=memory.obj_ptrs,
+            obj_ptr_pos=memory.obj_ptr_pos,
+            ptr_valid=memory.ptr_valid,
+        )
+        return out["pix_feat_with_mem"]
+
+    def decode_masks(
+        self, pix_feat, feats, point_coords, point_labels, mask_input: Optional[torch.Tensor], multimask: bool
+    ) -> DecoderOutput:
+        b, s4 = pix_feat.shape[0], self.image_size // 4
+        if mask_input is None:
+            mask_input = torch.zeros(b, 1, s4, s4, device=self.device)
+            has_mask = torch.zeros(b, dtype=torch.bool, device=self.device)
+        else:
+            has_mask = torch.ones(b, dtype=torch.bool, device=self.device)
+        stage = "mask_decoder_multi" if multimask else "mask_decoder_single"
+        out = self._call(
+            stage,
+            pix_feat=pix_feat,
+            feat_s0=feats.feat_s0,
+            feat_s1=feats.feat_s1,
+            point_coords=point_coords,
+            point_labels=point_labels,
+            mask_input=mask_input,
+            has_mask=has_mask,
+        )
+        return DecoderOutput(out["low_res_masks"], out["ious"], out["obj_ptrs"], out["object_score_logits"])
+
+    def decode_mask_prompt(self, feats: ImageFeatures, masks: torch.Tensor) -> DecoderOutput:
+        out = self._call("mask_prompt", feat_s2=feats.feat_s2, mask=masks)
+        return DecoderOutput(out["low_res_masks"], out["ious"], out["obj_ptrs"], out["object_score_logits"])
+
+    def encode_memory(self, feats, mask_for_mem, object_score_logits):
+        out = self._call(
+            "memory_encoder", feat_s2=feats.feat_s2, mask_for_mem=mask_for_mem, object_score_logits=object_score_logits
+        )
+        return out["maskmem_features"], self._maskmem_pos
+
+    def maskmem_pos(self) -> torch.Tensor:
+        """[1, 64, h, w] memory positional encoding (constant for a fixed image size)."""
+        return self._maskmem_pos
