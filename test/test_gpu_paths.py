@@ -549,3 +549,28 @@ def test_fp32_engine_build_clears_the_tf32_flag(tmp_path):
     )
     assert ("clear", "TF32") in flags
     assert json.loads(Path(f"{path}.json").read_text())["tf32"] is False
+
+
+# ---- the GPU-only remainder (conftest skips these without an NVIDIA GPU: "needs CUDA") ------------------
+@pytest.mark.gpu
+def test_auto_provider_runs_on_the_real_gpu_stack(tmp_path_factory):
+    """Real onnxruntime-gpu: auto gives the TensorRT EP where libnvinfer loads, else the CUDA
+    EP (never an exception), and its outputs arrive on torch's stream without host syncs."""
+    ort = pytest.importorskip("onnxruntime")
+    if CUDA_EP not in ort.get_available_providers():
+        pytest.skip("onnxruntime-gpu is not installed (no CUDAExecutionProvider)")
+    from test_onnx_export import IMAGE_SIZE as SIZE
+    from test_onnx_export import WEIGHTS, export_once
+
+    from sam2s_ros.backends.torch_backend import TorchBackend
+    from sam2s_ros.model.build import build_random_model
+
+    onnx_dir = export_once(tmp_path_factory).out_dir
+    backend = ortb.OnnxRuntimeBackend(onnx_dir, SIZE, "tiny", device="cuda", checkpoint_sha256="", weights=WEIGHTS)
+    assert backend.provider in ("tensorrt", "cuda")
+    assert backend.stream is not None
+    ref = TorchBackend(build_random_model("tiny", SIZE, seed=0), device="cuda")
+    image = torch.randn(1, 3, SIZE, SIZE, device="cuda")
+    ours, theirs = backend.encode_image(image).feat_s2, ref.encode_image(image).feat_s2
+    rel = ((ours - theirs).norm() / theirs.norm()).item()
+    assert rel < (2e-2 if backend.provider == "tensorrt" else 1e-3)  # relative: TF32 / fp16 tactics
