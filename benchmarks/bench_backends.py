@@ -137,7 +137,7 @@ def run_official(job: dict, frames, prompts: dict) -> list[float]:
             predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, **kw)
         times = []
         for _, _, logits in predictor.propagate_in_video(state):
-            _ = logits[:, 0].float().numpy() > 0  # as ours returns numpy logits + masks
+            _ = logits[:, 0].float().cpu().numpy() > 0  # as ours returns host logits + masks (CUDA tensors: copy first)
             now = time.perf_counter()
             times.append(now - t)
             t = now

@@ -225,7 +225,7 @@ def run_official(job: dict, frames, prompts: dict, checkpoints: list[int]) -> di
         clock = FrameClock()
         out["prompt_s"] = time.perf_counter() - t0
         for frame_idx, _, logits in predictor.propagate_in_video(state):
-            logits = logits[:, 0].float().numpy()  # as ours returns: numpy logits + binary masks
+            logits = logits[:, 0].float().cpu().numpy()  # as ours returns: numpy logits + binary masks
             _ = logits > 0
             clock.lap()
             if frame_idx + 1 in checkpoints:

@@ -15,6 +15,7 @@
 #
 # Usage: scripts/setup.sh [--force]      (or: make setup)
 # Environment: PYTHON=/path/to/python3.11  interpreter for a new .venv
+#              VENV_FLAGS=...              extra flags of `python -m venv` (e.g. --system-site-packages on Jetson)
 #              SAM2S_JOBS=N                parallel build jobs (default: number of CPUs)
 set -euo pipefail
 
@@ -147,7 +148,7 @@ else
   choose_python
   log "creating $VENV with $PY ($("$PY" -c 'import platform; print(platform.python_version())'))"
   rm -rf "$VENV"
-  if ! "$PY" -m venv "$VENV"; then
+  if ! "$PY" -m venv ${VENV_FLAGS:-} "$VENV"; then
     rm -rf "$VENV"
     ver="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
     die "'$PY -m venv' failed (on Debian/Ubuntu the venv module is a separate package)." \

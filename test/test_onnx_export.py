@@ -72,6 +72,7 @@ def test_every_graph_in_both_precisions_and_manifest(exported):
     assert manifest["image_size"] == str(IMAGE_SIZE)
     assert manifest["weights"] == WEIGHTS
     assert set(manifest["graphs"].values()) == {p.name for p in exported.graphs.values()}
+    assert manifest["profile_dims"] == {k: list(v) for k, v in DYNAMIC_DIMS.items()}  # TensorRT profiles
     with np.load(exported.out_dir / CONSTANTS_FILE) as c:
         assert c["no_mem_embed"].shape == (256,)
         assert c["maskmem_pos"].shape == (1, 64, 16, 16)

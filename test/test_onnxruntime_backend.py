@@ -272,6 +272,16 @@ def test_graph_metadata_is_checked_per_file(tmp_path, onnx_dir):
         OnnxRuntimeBackend(swapped, **_identity())
 
 
+def _gpu_providers() -> set:
+    import onnxruntime
+
+    return {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(onnxruntime.get_available_providers())
+
+
+@pytest.mark.skipif(
+    bool(_gpu_providers()),
+    reason="onnxruntime-gpu is installed (its GPU providers exist): test_tensorrt_backend.py's gpu tests cover them",
+)
 def test_missing_execution_provider_names_the_package(onnx_dir):
     with pytest.raises(BackendError, match="CUDAExecutionProvider.*onnxruntime-gpu"):
         OnnxRuntimeBackend(onnx_dir, device="cuda", provider="cuda", **_identity())

@@ -7,7 +7,10 @@ export folder (``manifest.json``, ``constants.npz``; see :mod:`sam2s_ros.export.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -16,7 +19,19 @@ import torch
 
 from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export.contract import CONSTANTS_FILE, GRAPH_FORMAT, GRAPHS, MANIFEST_FILE, bind_dims, model_name
+from sam2s_ros.export.contract import (
+    CONSTANTS_FILE,
+    DYNAMIC_DIMS,
+    GRAPH_FORMAT,
+    GRAPHS,
+    MANIFEST_FILE,
+    MAX_PROMPT_POINTS,
+    bind_dims,
+    model_name,
+    profile_problems,
+)
+
+log = logging.getLogger(__name__)
 
 TORCH_DTYPES = {"float32": torch.float32, "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
 
@@ -94,6 +109,38 @@ def load_constants(onnx_dir: Path, image_size: int, device: torch.device) -> tup
     return torch.from_numpy(no_mem).to(device), torch.from_numpy(pos).to(device)
 
 
+def check_profile(have: Optional[dict], need: Optional[dict], where: str) -> None:
+    """Raise BackendError when the profile ``have`` (graphs / engines) is smaller than ``need`` (config)."""
+    if have is None or need is None:
+        return
+    problems = profile_problems(have, need)
+    if problems:
+        raise BackendError(
+            f"{where} accept smaller inputs than the tracker configuration can produce ({'; '.join(problems)}): "
+            "export / build again with this configuration (sam2s export --max-instruments ... --force) "
+            "or lower max_instruments / divemem limits"
+        )
+
+
+def run_on_stream(stream, device: torch.device, fn):
+    """Run ``fn`` (which enqueues work on ``stream``) ordered after the caller's current stream.
+
+    When the caller already runs on ``stream`` nothing is added. Otherwise ``stream`` waits
+    for the current stream (inputs written by torch) and the current stream waits for
+    ``stream`` (outputs) with CUDA events: no host synchronisation. Tensors allocated by
+    the caller's stream stay safe: every later use or reuse on it is ordered after ``fn``.
+    """
+    if stream is None:
+        return fn()
+    current = torch.cuda.current_stream(device)
+    if current == stream:
+        return fn()
+    stream.wait_stream(current)
+    out = fn()
+    current.wait_stream(stream)
+    return out
+
+
 class GraphBackend:
     """Backend methods on top of ``_run(stage, feeds) -> {output name: tensor}`` (see sam2s_ros.export.contract).
 
@@ -104,6 +151,27 @@ class GraphBackend:
     name = "graphs"
     image_size: int
     device: torch.device
+    #: the dedicated CUDA stream every graph runs on (None on CPU), see :meth:`_call`
+    stream: Optional["torch.cuda.Stream"] = None
+    #: (min, opt, max) per dynamic axis the runtime accepts; None = any size (CPU / CUDA EP)
+    dims: Optional[dict[str, tuple[int, int, int]]] = None
+    #: seconds :meth:`warmup` took (engine builds of the TensorRT EP happen there); None = not run
+    warmup_seconds: Optional[float] = None
+
+    @property
+    def max_prompt_points(self) -> int:
+        """Most points (clicks + box corners) one prompt may have on this runtime."""
+        return MAX_PROMPT_POINTS if self.dims is None else min(MAX_PROMPT_POINTS, self.dims["points"][2])
+
+    def _init_stream(self) -> None:
+        """One dedicated CUDA stream for all graphs (not the legacy default stream, which syncs)."""
+        if self.device.type == "cuda":
+            self.stream = torch.cuda.Stream(self.device)
+
+    def stream_context(self):
+        """``with backend.stream_context():`` makes torch work run on the graphs' stream too
+        (then :meth:`_call` needs no cross-stream waits); a no-op on CPU."""
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -111,11 +179,44 @@ class GraphBackend:
     def _call(self, stage: str, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
         spec = GRAPHS[stage]
         try:
-            bind_dims(spec, {k: tuple(v.shape) for k, v in feeds.items()}, self.image_size)
+            dims = bind_dims(spec, {k: tuple(v.shape) for k, v in feeds.items()}, self.image_size)
         except ValueError as exc:
             raise BackendError(str(exc)) from exc
+        if self.dims is not None:
+            over = {k: v for k, v in dims.items() if not self.dims[k][0] <= v <= self.dims[k][2]}
+            if over:
+                what = ", ".join(f"{k}={v} (profile {self.dims[k][0]}..{self.dims[k][2]})" for k, v in over.items())
+                raise BackendError(
+                    f"{stage}: {what} is outside the optimization profile; re-export / rebuild for this configuration"
+                )
         cast = {t.name: feeds[t.name].to(self.device, TORCH_DTYPES[t.dtype]).contiguous() for t in spec.inputs}
-        return self._run(stage, cast)
+        return run_on_stream(self.stream, self.device, lambda: self._run(stage, cast))
+
+    def warmup(self) -> float:
+        """Run every graph once at the profiles' opt sizes (the TensorRT EP builds its engines
+        on a graph's first run: minutes on first start, then from its cache); seconds taken."""
+        t0 = time.perf_counter()
+        dims = {k: v[1] for k, v in (self.dims or DYNAMIC_DIMS).items()}
+        for stage, spec in GRAPHS.items():
+            feeds = {}
+            for t in spec.inputs:
+                dtype = TORCH_DTYPES[t.dtype]
+                feeds[t.name] = torch.zeros(t.resolve(self.image_size, dims), dtype=dtype, device=self.device)
+            if "point_labels" in feeds:
+                feeds["point_labels"].fill_(-1)
+            self._call(stage, **feeds)
+        if self.stream is not None:
+            self.stream.synchronize()
+        self.warmup_seconds = time.perf_counter() - t0
+        log.info("%s warm-up (first run of every graph) took %.1f s", self.name, self.warmup_seconds)
+        return self.warmup_seconds
+
+    def describe(self) -> dict:
+        """Runtime details for diagnostics."""
+        return {
+            "backend_runtime": getattr(self, "provider", self.name),
+            "backend_warmup_s": "" if self.warmup_seconds is None else f"{self.warmup_seconds:.1f}",
+        }
 
     def encode_image(self, image: torch.Tensor) -> ImageFeatures:
         out = self._call("image_encoder", image=image)

@@ -67,5 +67,5 @@ def official_track(predictor, state, prompts: dict) -> list[np.ndarray]:
     out = []
     for _, obj_ids, logits in predictor.propagate_in_video(state):
         order = np.argsort(obj_ids)
-        out.append(logits[:, 0].float().numpy()[order])
+        out.append(logits[:, 0].float().cpu().numpy()[order])
     return out

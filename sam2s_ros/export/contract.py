@@ -28,7 +28,7 @@ the fp16 graphs (their insides are float16).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional, Sequence, Union
 
 #: version of this I/O contract; stored in every graph, checked by the backends
 GRAPH_FORMAT = "1"
@@ -40,15 +40,66 @@ DEFAULT_ONNX_DIR = "models/onnx"
 MIN_OPSET, MAX_OPSET = 17, 20
 DEFAULT_OPSET = 17
 
-#: dynamic axis name -> (min, opt, max) used for TensorRT optimization profiles
-DYNAMIC_DIMS: dict[str, tuple[int, int, int]] = {
-    "instruments": (1, 3, 8),  # TrackerConfig.max_instruments default
-    "points": (1, 2, 16),  # clicks + 2 box corners of one prompt
-    # conditioning (max_cond_frames 4) + long-term (3) + short-term window (6) = 13
-    "mem_frames": (1, 7, 16),
-    # conditioning + long-term pointers + max_obj_ptrs - 1 recent ones = 22
-    "obj_ptrs": (1, 16, 32),
-}
+#: most clicks in one prompt (tracker.check_prompt refuses more); a box adds BOX_POINTS
+MAX_PROMPT_CLICKS = 64
+#: a box prompt enters the decoder as two points (corners, labels 2 and 3)
+BOX_POINTS = 2
+#: longest point sequence of one prompt: the decoder profile's "points" maximum
+MAX_PROMPT_POINTS = MAX_PROMPT_CLICKS + BOX_POINTS
+#: typical sizes TensorRT tunes its kernels for (the profiles' "opt"), capped at the maxima
+OPT_DIMS = {"instruments": 3, "points": 2, "mem_frames": 7, "obj_ptrs": 16}
+
+
+def profile_dims(
+    max_instruments: int = 8,
+    num_maskmem: int = 7,
+    max_cond_frames: int = 4,
+    max_obj_ptrs: int = 16,
+    long_term_enabled: bool = True,
+    long_term_frames: int = 3,
+    max_points: int = MAX_PROMPT_POINTS,
+) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) per dynamic axis for the largest inputs a tracker configuration produces.
+
+    The maxima are exactly what ``InstrumentTracker`` can feed (no more, so that TensorRT
+    reserves no memory for shapes that never occur):
+    instruments = max_instruments; points = clicks + box corners of one prompt;
+    mem_frames = conditioning (max_cond_frames) + long-term (long_term_frames, DiveMem on)
+    + short-term window (num_maskmem - 1); obj_ptrs = conditioning + long-term pointers +
+    max_obj_ptrs - 1 recent ones (sam2s_ros.tracking.memory_bank.InstrumentMemory.gather).
+    The defaults are TrackerConfig's.
+    """
+    long_term = long_term_frames if long_term_enabled else 0
+    hi = {
+        "instruments": max_instruments,
+        "points": max_points,
+        "mem_frames": max_cond_frames + long_term + num_maskmem - 1,
+        "obj_ptrs": max(max_cond_frames + long_term + max_obj_ptrs - 1, 1),
+    }
+    return {k: (1, min(OPT_DIMS[k], v), v) for k, v in hi.items()}
+
+
+def profile_dims_for(cfg) -> dict[str, tuple[int, int, int]]:
+    """:func:`profile_dims` of a TrackerConfig (duck-typed: this module imports no tracker code)."""
+    m = cfg.divemem
+    return profile_dims(
+        cfg.max_instruments, m.num_maskmem, m.max_cond_frames, m.max_obj_ptrs, m.long_term_enabled, m.long_term_frames
+    )
+
+
+def profile_problems(have: Mapping[str, Sequence[int]], need: Mapping[str, Sequence[int]]) -> list[str]:
+    """Axes whose maximum in ``have`` (graphs / engines) is below the maximum in ``need`` (config)."""
+    problems = []
+    for name, (_, _, hi) in sorted(need.items()):
+        got = have.get(name)
+        if got is None or int(got[2]) < int(hi):
+            problems.append(f"{name} max {got[2] if got is not None else '?'} < {hi}")
+    return problems
+
+
+#: dynamic axis name -> (min, opt, max) used for TensorRT optimization profiles when no
+#: configuration is given: those of the default TrackerConfig
+DYNAMIC_DIMS: dict[str, tuple[int, int, int]] = profile_dims()
 
 #: metadata_props keys written into every graph (and manifest.json)
 META_KEYS = (
@@ -172,6 +223,25 @@ def bind_dims(spec: GraphSpec, shapes: Mapping[str, tuple[int, ...]], image_size
     return dims
 
 
+def dims_from_profile(
+    spec: GraphSpec, shapes: Mapping[str, Sequence[Sequence[int]]], image_size: int
+) -> dict[str, tuple[int, int, int]]:
+    """(min, opt, max) per dynamic axis from an engine's profile shapes {input: (min, opt, max) shape}.
+
+    Where inputs disagree on one axis, the narrowest range (what every input accepts) counts.
+    """
+    dims: dict[str, tuple[int, int, int]] = {}
+    for t in spec.inputs:
+        if t.name not in shapes:
+            continue
+        for axis, name in t.dynamic_axes().items():
+            lo, opt, hi = (int(shapes[t.name][i][axis]) for i in range(3))
+            if name in dims:
+                lo, hi = max(lo, dims[name][0]), min(hi, dims[name][2])
+            dims[name] = (lo, opt, hi)
+    return dims
+
+
 _B, _P, _F, _Q = "instruments", "points", "mem_frames", "obj_ptrs"
 _F32 = "float32"
 
@@ -255,11 +325,19 @@ __all__ = [
     "MASK_PROMPT",
     "MEMORY_ATTENTION",
     "MEMORY_ENCODER",
+    "MAX_PROMPT_CLICKS",
+    "MAX_PROMPT_POINTS",
+    "BOX_POINTS",
     "META_KEYS",
+    "OPT_DIMS",
     "PRECISIONS",
     "TENSORRT_SUBDIR",
     "TRT_CACHE_SUBDIR",
     "TensorSpec",
     "bind_dims",
+    "dims_from_profile",
+    "profile_dims",
+    "profile_dims_for",
+    "profile_problems",
     "model_name",
 ]

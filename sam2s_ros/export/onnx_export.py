@@ -80,6 +80,9 @@ class ExportOptions:
         opset: ONNX opset (MIN_OPSET..MAX_OPSET).
         force: replace earlier exports in ``out_dir``.
         simplify: run onnxslim on every graph.
+        profile_dims: (min, opt, max) per dynamic axis that TensorRT engines of this export
+            are built for, recorded in manifest.json (contract.profile_dims(...) of the
+            TrackerConfig the graphs will run with; default that of the default config).
     """
 
     out_dir: Path
@@ -92,6 +95,7 @@ class ExportOptions:
     opset: int = DEFAULT_OPSET
     force: bool = False
     simplify: bool = True
+    profile_dims: dict = field(default_factory=lambda: dict(DYNAMIC_DIMS))
 
 
 @dataclass
@@ -573,6 +577,7 @@ def export_model(sam: nn.Module, opts: ExportOptions, checkpoint_sha256: str, we
             **result.metadata,
             "graphs": {f"{s}:{p}": path.name for (s, p), path in result.graphs.items()},
             "constants": CONSTANTS_FILE,
+            "profile_dims": {k: [int(x) for x in v] for k, v in opts.profile_dims.items()},
         }
         (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
         _move_into(staging, out)

@@ -1,9 +1,11 @@
 """Build native TensorRT 10 engines from the graphs of ``sam2s export``.
 
 One engine per graph (``<onnx_dir>/tensorrt/<stage>.engine``) with one optimization
-profile over the dynamic axes (min/opt/max from :data:`sam2s_ros.export.DYNAMIC_DIMS`:
-instruments, points, memory frames, object pointers; override with ``dims``), fp16 or
-fp32, a shared timing cache (``tensorrt/timing.cache``) and a sidecar
+profile over the dynamic axes (min/opt/max: the ``profile_dims`` the export recorded in
+``manifest.json``, derived from the TrackerConfig by
+:func:`sam2s_ros.export.contract.profile_dims`; else DYNAMIC_DIMS; override with
+``dims``), fp16 or fp32 (TF32 off for fp32 builds unless asked: TensorRT enables it by
+default, which breaks fp32 parity), a shared timing cache (``tensorrt/timing.cache``) and a sidecar
 ``<stage>.engine.json`` recording what the engine was built from (graph sha256 and
 metadata, TensorRT version, GPU, precision, profile) so that the backend can refuse a stale
 or foreign engine. Engines are specific to the GPU model and TensorRT version.
@@ -48,8 +50,9 @@ class BuildOptions:
     Attributes:
         onnx_dir: export folder (``sam2s export --out``).
         fp16: allow fp16 kernels (BuilderFlag.FP16); otherwise fp32.
-        dims: (min, opt, max) per dynamic axis name, overriding DYNAMIC_DIMS.
+        dims: (min, opt, max) per dynamic axis name, overriding the manifest's profile_dims.
         workspace_gib: builder workspace memory pool limit.
+        tf32: allow TF32 tactics; None = only for fp16 builds (fp32 builds are parity builds).
         stages: the graphs to build (default all).
         force: rebuild engines that exist.
     """
@@ -58,6 +61,7 @@ class BuildOptions:
     fp16: bool = True
     dims: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     workspace_gib: float = 4.0
+    tf32: Optional[bool] = None
     stages: Optional[tuple[str, ...]] = None
     force: bool = False
 
@@ -116,6 +120,8 @@ def build_engines(opts: BuildOptions) -> dict[str, Path]:
     for name, (lo, opt, hi) in opts.dims.items():
         if not 1 <= lo <= opt <= hi:
             raise ExportError(f"dimension {name}: need 1 <= min <= opt <= max, got {(lo, opt, hi)}")
+    recorded = {k: tuple(v) for k, v in manifest.get("profile_dims", {}).items() if k in DYNAMIC_DIMS}
+    opts.dims = resolve_dims(recorded, opts.dims)
     stages = opts.stages or tuple(GRAPHS)
     bad = [s for s in stages if s not in GRAPHS]
     if bad:
@@ -132,6 +138,16 @@ def build_engines(opts: BuildOptions) -> dict[str, Path]:
             trt, logger, GRAPHS[stage], onnx_dir, engine_path, int(manifest["image_size"]), opts
         )
     return built
+
+
+def resolve_dims(recorded: dict, override: dict) -> dict[str, tuple[int, int, int]]:
+    """The profile an engine build uses: DYNAMIC_DIMS < the manifest's profile_dims < ``override``."""
+    return {**DYNAMIC_DIMS, **recorded, **{k: tuple(v) for k, v in override.items()}}
+
+
+def tf32_enabled(opts: BuildOptions) -> bool:
+    """TF32 tactics on? Default: with fp16 only (an fp32 engine is meant to match torch fp32)."""
+    return opts.fp16 if opts.tf32 is None else bool(opts.tf32)
 
 
 def build_engine(
@@ -154,6 +170,8 @@ def build_engine(
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
     if opts.fp16:
         config.set_flag(trt.BuilderFlag.FP16)
+    if not tf32_enabled(opts):
+        config.clear_flag(trt.BuilderFlag.TF32)  # TensorRT sets it by default
     profiles = spec.profile_shapes(image_size, opts.dims)
     if profiles:
         profile = builder.create_optimization_profile()
@@ -179,6 +197,8 @@ def build_engine(
         "precision": "fp16" if opts.fp16 else "fp32",
         "gpu": _gpu_name(),
         "image_size": image_size,
+        "tf32": tf32_enabled(opts),
+        "profile_dims": {k: list(v) for k, v in (opts.dims or DYNAMIC_DIMS).items()},
         "profile": {k: [list(s) for s in v] for k, v in profiles.items()},
         "build_seconds": round(time.perf_counter() - t0, 1),
     }
@@ -204,5 +224,7 @@ __all__ = [
     "build_engines",
     "engine_dir",
     "require_tensorrt",
+    "resolve_dims",
+    "tf32_enabled",
     "tensorrt_available",
 ]

@@ -203,7 +203,17 @@ def diagnostic_array(
         "prompts_waiting": str(prompts_waiting),
         **{
             k: str(tracker_info.get(k, ""))
-            for k in ("backend", "model", "image_size", "device", "weights", "semantic_head_trained", "cpu_threads")
+            for k in (
+                "backend",
+                "model",
+                "image_size",
+                "device",
+                "weights",
+                "semantic_head_trained",
+                "cpu_threads",
+                "backend_runtime",
+                "backend_warmup_s",
+            )
         },
         "resident_memory_mb": f"{resident_memory_mb():.1f}",
         **{f"bad_input.{k}": str(v) for k, v in sorted(snap.bad_input.items())},

@@ -77,7 +77,10 @@ class Sam2sNode(Node):
         self._cfg, self._settings = read_parameters(self)
         torch.set_num_threads(inference_threads(self._settings.num_threads))  # process-wide; onnxruntime follows it
         self._tracker = InstrumentTracker.from_config(self._cfg)
-        self._info = {**self._tracker.describe(), "cpu_threads": torch.get_num_threads()}
+        backend_info = getattr(
+            getattr(self._tracker, "backend", None), "describe", dict
+        )()  # runtime, warm-up seconds (graph backends)
+        self._info = {**self._tracker.describe(), **backend_info, "cpu_threads": torch.get_num_threads()}
         self._log_startup()
 
         s = self._settings

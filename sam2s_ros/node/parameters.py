@@ -30,6 +30,8 @@ from sam2s_ros.tracking.config import (
     IMAGE_SIZE_STEP,
     MEMORY_ATTENTION_BATCHING,
     MODEL_SIZES,
+    ORT_ARENA_EXTEND_STRATEGIES,
+    ORT_CUDNN_CONV_ALGO_SEARCH,
     DiveMemConfig,
     TrackerConfig,
 )
@@ -155,6 +157,24 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         "instruments in one memory-attention call (batched) or one call each (per_instrument); auto = "
         "batched on CUDA, per instrument on CPU",
         choices=MEMORY_ATTENTION_BATCHING,
+    ),
+    ParamSpec(
+        "ort_arena_extend_strategy",
+        _T.ort_arena_extend_strategy,
+        "onnxruntime CUDA EP arena growth [onnxruntime: kNextPowerOfTwo]",
+        choices=ORT_ARENA_EXTEND_STRATEGIES,
+    ),
+    ParamSpec(
+        "ort_gpu_mem_limit_mb",
+        _T.ort_gpu_mem_limit_mb,
+        "onnxruntime CUDA EP arena limit in MiB, 0 = none",
+        (0, 1 << 20, 1),
+    ),
+    ParamSpec(
+        "ort_cudnn_conv_algo_search",
+        _T.ort_cudnn_conv_algo_search,
+        "onnxruntime CUDA EP cuDNN algorithm search [onnxruntime: EXHAUSTIVE, re-run per input shape]",
+        choices=ORT_CUDNN_CONV_ALGO_SEARCH,
     ),
     ParamSpec("divemem.num_maskmem", _M.num_maskmem, "memory frames incl. the current one [SAM 2.1: 7]", (2, 7, 1)),
     ParamSpec(

@@ -23,7 +23,7 @@ import argparse
 from pathlib import Path
 
 from sam2s_ros.export.contract import DEFAULT_ONNX_DIR, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig
+from sam2s_ros.tracking.config import MODEL_SIZES, DiveMemConfig, TrackerConfig
 
 COMMAND = "export"
 DEFAULT_OUT = Path(DEFAULT_ONNX_DIR)
@@ -78,6 +78,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--workspace-gib", type=float, default=4.0, help="TensorRT builder workspace in GiB (default %(default)s)"
     )
+    cfg = TrackerConfig()
+    p.add_argument(
+        "--max-instruments",
+        type=int,
+        default=cfg.max_instruments,
+        help="TensorRT profiles: TrackerConfig.max_instruments the engines must take (default %(default)s)",
+    )
+    p.add_argument(
+        "--max-cond-frames",
+        type=int,
+        default=cfg.divemem.max_cond_frames,
+        help="TensorRT profiles: divemem.max_cond_frames the engines must take (default %(default)s)",
+    )
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
     p.add_argument("--force", action="store_true", help="replace the graphs (and engines) in a non-empty OUT")
     return p
@@ -92,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         Sam2sError: bad arguments or inputs, failed export (the CLI turns it into exit code 2).
     """
+    from sam2s_ros.export.contract import profile_dims_for
     from sam2s_ros.export.onnx_export import ExportOptions, export_onnx, validate_options
 
     opts = ExportOptions(
@@ -105,6 +119,11 @@ def run(args: argparse.Namespace) -> int:
         opset=args.opset,
         force=args.force,
         simplify=not args.no_simplify,
+        profile_dims=profile_dims_for(
+            TrackerConfig(
+                max_instruments=args.max_instruments, divemem=DiveMemConfig(max_cond_frames=args.max_cond_frames)
+            )
+        ),
     )
     validate_options(opts)
     if args.tensorrt:

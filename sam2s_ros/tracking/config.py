@@ -22,6 +22,9 @@ MODEL_SIZES = (*SAM21_SIZES, MOBILE_MODEL)
 MEMORY_ATTENTION_BATCHING = ("auto", "batched", "per_instrument")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 AUTOCAST_DTYPES = ("none", "bfloat16", "float16")
+#: onnxruntime CUDA EP settings (backend onnxruntime on cuda)
+ORT_ARENA_EXTEND_STRATEGIES = ("kSameAsRequested", "kNextPowerOfTwo")
+ORT_CUDNN_CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
 #: valid image sizes: multiples of IMAGE_SIZE_STEP (the image encoder's stride) from IMAGE_SIZE_MIN on
 IMAGE_SIZE_MIN, IMAGE_SIZE_STEP = 128, 32
 
@@ -128,6 +131,11 @@ class TrackerConfig:
             glibc malloc mmaps and page-faults its larger temporaries on every call;
             MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ remove the gap (measurements
             and settings: docs/backends.md).
+        ort_arena_extend_strategy: onnxruntime CUDA EP arena growth ["kSameAsRequested";
+            onnxruntime's default kNextPowerOfTwo doubles it beside torch's allocator].
+        ort_gpu_mem_limit_mb: onnxruntime CUDA EP arena limit in MiB, 0 = none.
+        ort_cudnn_conv_algo_search: onnxruntime CUDA EP cuDNN search ["HEURISTIC";
+            EXHAUSTIVE re-benchmarks every new input shape, e.g. each new instrument count].
         divemem: memory limits, see DiveMemConfig.
     """
 
@@ -146,6 +154,9 @@ class TrackerConfig:
     class_vocabulary: tuple[str, ...] = ENDOVIS17_CLASSES
     class_smoothing_frames: int = 10
     memory_attention_batching: str = "batched"
+    ort_arena_extend_strategy: str = "kSameAsRequested"
+    ort_gpu_mem_limit_mb: int = 0
+    ort_cudnn_conv_algo_search: str = "HEURISTIC"
     divemem: DiveMemConfig = field(default_factory=DiveMemConfig)
 
     def validate(self) -> None:
@@ -174,6 +185,12 @@ class TrackerConfig:
                 f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
                 f"got {self.memory_attention_batching!r}"
             )
+        if self.ort_arena_extend_strategy not in ORT_ARENA_EXTEND_STRATEGIES:
+            raise ConfigError(f"ort_arena_extend_strategy must be one of {ORT_ARENA_EXTEND_STRATEGIES}")
+        if self.ort_cudnn_conv_algo_search not in ORT_CUDNN_CONV_ALGO_SEARCH:
+            raise ConfigError(f"ort_cudnn_conv_algo_search must be one of {ORT_CUDNN_CONV_ALGO_SEARCH}")
+        if self.ort_gpu_mem_limit_mb < 0:
+            raise ConfigError("ort_gpu_mem_limit_mb must be >= 0 (0 = no limit)")
         if len(set(self.class_vocabulary)) != len(self.class_vocabulary):
             raise ConfigError("class_vocabulary has duplicate names")
         self.divemem.validate()

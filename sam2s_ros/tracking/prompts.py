@@ -13,9 +13,34 @@ import torch
 import torch.nn.functional as F
 
 from sam2s_ros.errors import PromptError
+from sam2s_ros.export.contract import BOX_POINTS, MAX_PROMPT_CLICKS, MAX_PROMPT_POINTS
 from sam2s_ros.tracking.types import PromptInput
 
-MAX_POINTS = 64
+MAX_POINTS = MAX_PROMPT_CLICKS
+
+
+def point_count(prompt: PromptInput) -> int:
+    """Points the decoder gets for a prompt: clicks + 2 box corners."""
+    return int(np.size(prompt.labels)) + (BOX_POINTS if prompt.box is not None else 0)
+
+
+def check_point_count(prompt: PromptInput, backend=None) -> None:
+    """Refuse a prompt with more points than the backend's decoder takes.
+
+    The limit is ``backend.max_prompt_points`` (graph backends: the "points" maximum of
+    their TensorRT optimization profile) or contract.MAX_PROMPT_POINTS. Checked before
+    the prompt is accepted, so that no instrument is registered that cannot be decoded.
+
+    Raises:
+        PromptError: too many clicks + box corners.
+    """
+    limit = int(getattr(backend, "max_prompt_points", MAX_PROMPT_POINTS))
+    n = point_count(prompt)
+    if n > limit:
+        box = f" + {BOX_POINTS} box corners" if prompt.box is not None else ""
+        raise PromptError(
+            f"prompt has {n} points ({int(np.size(prompt.labels))} clicks{box}); this backend takes at most {limit}"
+        )
 
 
 def check_geometry(prompt: PromptInput, image_hw: tuple[int, int]) -> None:

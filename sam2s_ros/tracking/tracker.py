@@ -171,6 +171,7 @@ class InstrumentTracker:
                 more than max_instruments, unknown class id.
         """
         prompt_ops.check_geometry(prompt, image_hw)
+        prompt_ops.check_point_count(prompt, self.backend)
         iid = int(prompt.instrument_id)
         tracked = iid in self._instruments
         if prompt.mode == PromptMode.NEW:
