@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from sam2s_ros.errors import ConfigError
+from sam2s_ros.tracking.config import DiveMemConfig
 
 #: source kinds a data source may have
 SOURCE_KINDS = ("davis", "bag")
@@ -173,21 +174,22 @@ class OptimConfig:
 
 
 @dataclass
-class MemoryConfig:
-    """DiveMem bank used while unrolling a training clip (same class and selection as inference).
-
-    Attributes: as sam2s_ros.tracking.config.DiveMemConfig; memory is kept in float32 in
-    training so gradients flow through it.
+class MemoryConfig(DiveMemConfig):
+    """DiveMem bank used while unrolling a training clip: the inference DiveMemConfig (every
+    key documented there) with training defaults. Short clips need a small candidate pool and
+    a low IoU bar for long-term memory to be used at all; memory is kept in float32 so
+    gradients flow through it (``validate`` refuses another dtype).
     """
 
-    num_maskmem: int = 7
-    max_cond_frames: int = 4
-    max_obj_ptrs: int = 16
-    long_term_enabled: bool = True
     long_term_frames: int = 2
     candidate_pool_size: int = 2
     iou_threshold: float = 0.5
-    object_score_threshold: float = 0.0
+    memory_dtype: str = "float32"
+
+    def validate(self) -> None:
+        super().validate()
+        if self.memory_dtype != "float32":
+            raise ConfigError("memory.memory_dtype must be float32 in training (gradients flow through memory)")
 
 
 @dataclass
@@ -274,6 +276,7 @@ class TrainConfig:
                 raise ConfigError("every data source needs a path")
             if s.weight <= 0:
                 raise ConfigError(f"data source weight must be > 0, got {s.weight} for {s.path!r}")
+        self.memory.validate()
         if self.loss.arl_sigma_px < 0:
             raise ConfigError("loss.arl_sigma_px must be >= 0")
 

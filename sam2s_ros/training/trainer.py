@@ -141,7 +141,6 @@ class Trainer:
     """Builds everything from a TrainConfig; :meth:`run` trains (see module docstring)."""
 
     def __init__(self, cfg: TrainConfig, progress: bool = True):
-        from sam2s_ros.tracking.config import DiveMemConfig
         from sam2s_ros.training.datasets import load_all, split_sequences
         from sam2s_ros.training.features import FeatureCache
         from sam2s_ros.training.unroll import ClipModel, TrainableSemanticHead
@@ -177,20 +176,7 @@ class Trainer:
             head = TrainableSemanticHead(len(cfg.class_vocabulary), cfg.semantic_dim, emb)
             if "semantic_head" in cfg.freeze:
                 head.requires_grad_(False)
-        mem = cfg.memory
-        mem_cfg = DiveMemConfig(
-            num_maskmem=mem.num_maskmem,
-            max_cond_frames=mem.max_cond_frames,
-            max_obj_ptrs=mem.max_obj_ptrs,
-            long_term_enabled=mem.long_term_enabled,
-            long_term_frames=mem.long_term_frames,
-            candidate_pool_size=mem.candidate_pool_size,
-            iou_threshold=mem.iou_threshold,
-            object_score_threshold=mem.object_score_threshold,
-            memory_dtype="float32",
-        )
-        mem_cfg.validate()
-        self.model = ClipModel(sam, mem_cfg, cfg.prompts, cfg.loss, head).to(self.device)
+        self.model = ClipModel(sam, cfg.memory, cfg.prompts, cfg.loss, head).to(self.device)
         self.cache = None
         if "image_encoder" in cfg.freeze:
             self.cache = FeatureCache(cfg.feature_cache or None, sam, cfg.image_size)
