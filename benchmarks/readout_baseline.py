@@ -77,8 +77,11 @@ def main() -> int:
     report = {"date": datetime.date.today().isoformat(), "image_size": args.image_size, "clips": {}}
     for clip in args.clips:
         report["clips"][clip] = res = run_clip(clip, args.image_size, args.frames)
-        print(f"{clip} {args.image_size}: J&F {res['J&F']:.3f} (J {res['J']:.3f}, F {res['F']:.3f}), "
-              f"{res['s_per_frame']:.2f} s/frame", flush=True)
+        print(
+            f"{clip} {args.image_size}: J&F {res['J&F']:.3f} (J {res['J']:.3f}, F {res['F']:.3f}), "
+            f"{res['s_per_frame']:.2f} s/frame",
+            flush=True,
+        )
     if args.out:
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0

@@ -266,6 +266,10 @@ def build_mobilesam_heads(state: dict[str, torch.Tensor], image_size: int = 1024
         use_multimask_token_for_obj_ptr=False,
     )
     mapped = mobilesam_to_sam2s_mobile({k: v for k, v in state.items() if not k.startswith("image_encoder.")})
-    pe.load_state_dict({k[len("sam_prompt_encoder.") :]: v for k, v in mapped.items() if k.startswith("sam_prompt_encoder.")})
-    md.load_state_dict({k[len("sam_mask_decoder.") :]: v for k, v in mapped.items() if k.startswith("sam_mask_decoder.")})
+    pe.load_state_dict(
+        {k[len("sam_prompt_encoder.") :]: v for k, v in mapped.items() if k.startswith("sam_prompt_encoder.")}
+    )
+    md.load_state_dict(
+        {k[len("sam_mask_decoder.") :]: v for k, v in mapped.items() if k.startswith("sam_mask_decoder.")}
+    )
     return pe.eval(), md.eval()
