@@ -100,6 +100,7 @@ class NodeSettings:
     prompt_queue_size: int
     diagnostics_period: float
     num_threads: int
+    state_dir: str
 
     @property
     def subscribed_image_topic(self) -> str:
@@ -252,6 +253,12 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
         0,
         "CPU threads for inference (torch / onnxruntime intra-op); 0 = usable cores - 1, one left for ROS I/O",
         (0, 1024, 1),
+    ),
+    ParamSpec(
+        "state_dir",
+        "",
+        "folder of save_state / load_state files (the services take a file name inside it); "
+        "'' = $ROS_HOME/sam2s_state, else ~/.ros/sam2s_state",
     ),
 )
 
