@@ -49,3 +49,8 @@ class BagError(Sam2sError):
 
 class ExportError(Sam2sError):
     """ONNX export or TensorRT engine build failed or was given bad arguments."""
+
+
+class LifecycleError(Sam2sError):
+    """A lifecycle transition of the managed node failed (e.g. ``autostart`` could not
+    configure or activate it); the message names the transition and its reason."""

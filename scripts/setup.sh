@@ -201,6 +201,15 @@ else
     log "removing stale $BUILD_DIR"
     rm -rf "$BUILD_DIR"
   fi
+  # So is one built for another list of interfaces: rosidl does not regenerate its type
+  # support sources when a .msg/.srv is removed (the library then misses symbols), and the
+  # generated modules of a removed interface would stay installed.
+  interfaces="$(cd "$ROOT" && ls msg/*.msg srv/*.srv)"
+  if [[ -d "$BUILD_DIR" && "$(cat "$BUILD_DIR/interfaces.txt" 2>/dev/null)" != "$interfaces" ]]; then
+    log "interface list changed: clean rebuild"
+    rm -rf "$BUILD_DIR" "$SITE/sam2s_ros/msg" "$SITE/sam2s_ros/srv"
+    rm -f "$SITE"/sam2s_ros/*rosidl_typesupport*
+  fi
   mkdir -p "$BUILD_DIR"
   jobs="${SAM2S_JOBS:-$(nproc 2>/dev/null || echo 2)}"
   (
@@ -216,6 +225,7 @@ else
       { tail -n 80 "$BUILD_DIR/build.log" >&2; exit 1; }
     cmake --install "$BUILD_DIR" >"$BUILD_DIR/install.log" 2>&1 ||
       { tail -n 40 "$BUILD_DIR/install.log" >&2; exit 1; }
+    printf '%s' "$interfaces" >"$BUILD_DIR/interfaces.txt"
   ) || die "building the interfaces failed (CMake output above; logs in build/cmake/*.log)." \
     "Retry from scratch with: rm -rf build/cmake && scripts/setup.sh --force"
   stamp_set cmake "$CMAKE_HASH"
@@ -289,7 +299,8 @@ import sys
 import rclpy  # noqa: F401  (ROS 2 client library from the ros-* wheels)
 from sam2s_ros.msg import ClassVocabulary, InstrumentClass, InstrumentClassArray  # noqa: F401
 from sam2s_ros.msg import InstrumentMask, InstrumentMaskArray, Prompt  # noqa: F401
-from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState  # noqa: F401
+from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, SaveState  # noqa: F401
+from std_srvs.srv import Trigger  # noqa: F401  (the reset service)
 
 # A hand-written module must come from the (editable) sources.
 root = pathlib.Path(os.environ["SAM2S_ROOT"])

@@ -24,7 +24,7 @@ MSG_TYPES = (
     "InstrumentClassArray",
     "ClassVocabulary",
 )
-SRV_TYPES = ("AddPrompt", "RemoveInstrument", "ResetTracker", "SaveState", "LoadState")
+SRV_TYPES = ("AddPrompt", "RemoveInstrument", "SaveState", "LoadState")
 TOPIC_PREFIX = "/sam2s_test"
 RECEIVE_TIMEOUT_S = 20.0
 
@@ -149,8 +149,6 @@ def sample_request(name: str):
         return cls(prompt=sample_message("Prompt"))
     if name == "RemoveInstrument":
         return cls(instrument_id=12)
-    if name == "ResetTracker":
-        return cls()  # no fields
     if name == "SaveState":
         return cls(name="case_0423.pt", overwrite=True)
     if name == "LoadState":
@@ -164,8 +162,6 @@ def sample_response(name: str):
         return cls(accepted=True, reason="refined instrument 7")
     if name == "RemoveInstrument":
         return cls(success=True, reason="removed 12")
-    if name == "ResetTracker":
-        return cls(success=True, reason="reset")
     if name == "SaveState":
         return cls(success=True, reason="saved 2 instruments", path="/root/.ros/sam2s_state/case_0423.pt")
     if name == "LoadState":

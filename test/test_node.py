@@ -18,12 +18,13 @@ import yaml
 from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.parameter import Parameter
+from std_srvs.srv import Trigger
 
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.node.parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
-from sam2s_ros.srv import LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.srv import LoadState, RemoveInstrument, SaveState
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
 from node_fixtures import (
@@ -212,7 +213,9 @@ def test_services_remove_reset_save_load(make_harness, tmp_path):
     assert not reply.success
     assert "300" in reply.reason
 
-    assert peer.call(ResetTracker, "reset", ResetTracker.Request()).success
+    reply = peer.call(Trigger, "reset", Trigger.Request())
+    assert reply.success
+    assert "forgotten" in reply.message
     peer.image_pub.publish(image_msg(frame, 30.2))
     wait_until(lambda: peer.masks_with_stamp(30.2), WAIT, "frame after reset")
     after = peer.masks_with_stamp(30.2)[0]

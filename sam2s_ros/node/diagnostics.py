@@ -38,6 +38,8 @@ BAD_INPUT_KINDS = (
     "state_file",  # save_state / load_state failed
     "frame_rejected",  # the tracker refused a frame
     "label_image_overflow",  # an id above 255 with a mono8 label image (e.g. after load_state)
+    "invalid_parameter",  # set_parameters refused: read-only, wrong type, out of range
+    "not_configured",  # a service that needs the tracker while the node is unconfigured (lifecycle)
 )
 LATENCY_WINDOW = 300  # processed frames kept for the latency percentiles
 
@@ -203,14 +205,18 @@ def diagnostic_array(
     stamp: Any,
     prompts_waiting: int = 0,
     worker_error: Optional[str] = None,
+    lifecycle_state: str = "active",
 ) -> DiagnosticArray:
     """One DiagnosticStatus named ``name`` with every counter as a KeyValue.
 
-    Level: ERROR when the worker stopped for good, WARN when it was restarted after an
-    error or with random weights, else OK.
+    ``lifecycle_state`` is the managed node's state label (unconfigured, inactive, active,
+    ...; key ``lifecycle_state``). Level: ERROR when the worker stopped for good, WARN when
+    it was restarted after an error or with random weights, else OK; the message says
+    "not tracking" in any state but active.
     """
     lat = latency_percentiles_ms(snap.latencies)
     values = {
+        "lifecycle_state": lifecycle_state,
         "input_rate_hz": f"{rates['input']:.2f}",
         "processed_rate_hz": f"{rates['processed']:.2f}",
         "frames_received": str(snap.received),
@@ -248,6 +254,10 @@ def diagnostic_array(
     elif snap.worker_restarts:
         status.level = DiagnosticStatus.WARN
         status.message = f"inference worker restarted {snap.worker_restarts} time(s) after errors"
+    elif lifecycle_state != "active":
+        random_weights = "random" in str(tracker_info.get("weights", ""))
+        status.level = DiagnosticStatus.WARN if random_weights else DiagnosticStatus.OK
+        status.message = f"lifecycle state {lifecycle_state}: not tracking"
     elif "random" in str(tracker_info.get("weights", "")):
         status.level, status.message = DiagnosticStatus.WARN, "random weights: outputs are meaningless"
     else:

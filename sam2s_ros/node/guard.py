@@ -1,8 +1,9 @@
 """No callback ends the process: unexpected errors are contained, logged once and counted.
 
 :class:`CallbackGuard` wraps every service, subscription and timer callback of the node,
-rclpy's own parameter services included (the node routes ``create_service`` /
-``create_subscription`` / ``create_timer`` through it). An exception that the callback did
+rclpy's own parameter and lifecycle services included (the node routes ``create_service`` /
+``create_subscription`` / ``create_timer`` through it, and wraps the lifecycle services, which
+rclpy creates without ``create_service``, with :meth:`CallbackGuard.guard_service`). An exception that the callback did
 not handle itself is logged once per (callback, error) with its traceback (repeats are
 counted, and logged again at most every ``period_s``), counted in /diagnostics
 (``internal_errors``), and a service gets a reply with ``success`` / ``accepted`` false and
@@ -76,6 +77,10 @@ class CallbackGuard:
 
         return guarded
 
+    def guard_service(self, service: Any) -> None:
+        """Guard an existing rclpy Service in place (its ``callback`` attribute)."""
+        service.callback = self.service(service.srv_type, service.srv_name, service.callback)
+
     def callback(self, where: str, callback: Callable) -> Callable:
         """A subscription / timer callback that reports instead of raising (same signature)."""
 
@@ -93,8 +98,9 @@ class CallbackGuard:
 def failure_response(srv_type: Any, request: Any, reason: str) -> Any:
     """A fresh ``srv_type.Response`` that says "failed" with ``reason``, whatever the service.
 
-    Fields set when present: ``success`` / ``accepted`` = False, ``reason``; for
-    rcl_interfaces SetParameters(-Atomically), one unsuccessful result per parameter.
+    Fields set when present: ``success`` / ``accepted`` = False, ``reason`` (``message``
+    for std_srvs/Trigger); for rcl_interfaces SetParameters(-Atomically), one unsuccessful
+    result per parameter; lifecycle_msgs ChangeState gets ``success`` False.
     """
     response = srv_type.Response()
     for flag in ("success", "accepted"):
@@ -102,6 +108,8 @@ def failure_response(srv_type: Any, request: Any, reason: str) -> Any:
             setattr(response, flag, False)
     if hasattr(response, "reason"):
         response.reason = reason
+    if isinstance(getattr(response, "message", None), str):  # std_srvs/Trigger
+        response.message = reason
     if hasattr(response, "results") and hasattr(request, "parameters"):  # SetParameters
         response.results = [SetParametersResult(successful=False, reason=reason) for _ in request.parameters]
     if hasattr(response, "result") and isinstance(getattr(response, "result"), SetParametersResult):

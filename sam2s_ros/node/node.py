@@ -1,5 +1,13 @@
 """``sam2s_node``: tracks surgical instruments in an image stream and publishes their masks.
 
+A managed (lifecycle) node: ``configure`` loads the model and builds the tracker,
+``activate`` subscribes to images and prompts, starts the inference worker and enables the
+outputs, ``deactivate`` stops all that but keeps every instrument's memory, ``cleanup`` frees
+the model, ``shutdown`` works from any state. With the ``autostart`` parameter (default true)
+the node configures and activates itself at start. Dynamic parameters (``ParamSpec.dynamic``)
+are validated in the on-set-parameters callback and applied under the tracker lock, i.e.
+between two frames; the others are read-only.
+
 Threads: the image callback only converts and validates a frame and puts it in the
 latest-frame slot (:class:`~sam2s_ros.node.frame_buffer.FrameBuffer`); one worker thread runs
 the tracker on the newest frame (skipped frames are counted) and publishes the results.
@@ -8,7 +16,7 @@ applied by the worker: to the frame with the prompt's stamp while it is still in
 of recent frames, else to the next processed frame. See docs/node_interface.md.
 
 No callback ends the process: every service, subscription and timer callback (rclpy's
-parameter services included) runs inside :class:`~sam2s_ros.node.guard.CallbackGuard`, and
+parameter and lifecycle services included) runs inside :class:`~sam2s_ros.node.guard.CallbackGuard`, and
 the worker is restarted (at most WORKER_MAX_RESTARTS times) if it raises. State files are
 read, validated and written off the tracker lock, inside ``state_dir`` only
 (docs/hostile_inputs.md).
@@ -18,6 +26,7 @@ Run: ``sam2s_node --ros-args --params-file config/sam2s.yaml``.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from typing import Optional, Sequence
@@ -25,14 +34,16 @@ from typing import Optional, Sequence
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rclpy.qos_overriding_options import QoSOverridingOptions
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
+from std_srvs.srv import Trigger
 
 from sam2s_ros.codec import (
     classes_msg,
@@ -49,6 +60,7 @@ from sam2s_ros.errors import (
     CheckpointError,
     ConfigError,
     FrameError,
+    LifecycleError,
     PromptError,
     StateFileError,
     UnknownInstrumentError,
@@ -57,9 +69,17 @@ from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskA
 from sam2s_ros.node.diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
 from sam2s_ros.node.frame_buffer import Frame, FrameBuffer, PromptQueue
 from sam2s_ros.node.guard import CallbackGuard, run_supervised
-from sam2s_ros.node.parameters import declare_parameters, inference_threads, read_parameters
+from sam2s_ros.node.parameters import (
+    PARAMS_BY_NAME,
+    change_refusal,
+    declare_parameters,
+    inference_threads,
+    read_parameters,
+    split_changes,
+    updated_settings,
+)
 from sam2s_ros.node.state_store import StateStore
-from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, SaveState
 from sam2s_ros.tracking import state as tracker_state
 from sam2s_ros.tracking.overlay import render_overlay
 from sam2s_ros.tracking.tracker import InstrumentTracker
@@ -71,14 +91,22 @@ WORKER_POLL_S = 0.1  # worker wake-up period when no frame arrives (s)
 WORKER_JOIN_S = 30.0  # longest wait for an in-flight track() at shutdown (s)
 WORKER_MAX_RESTARTS = 5  # the worker is restarted after an unexpected error at most this often
 WORKER_RESTART_BACKOFF_S = 1.0
-EXECUTOR_THREADS = 5  # image, control, state files, diagnostics timer, rclpy's parameter services
+EXECUTOR_THREADS = 5  # image, control, state files, diagnostics timer, rclpy's parameter + lifecycle services
+LIFECYCLE_ACTIVE = "active"
 
 
-class Sam2sNode(Node):
-    """The ROS face of :class:`InstrumentTracker` (topics, services, diagnostics).
+class Sam2sNode(LifecycleNode):
+    """The ROS face of :class:`InstrumentTracker` (topics, services, diagnostics), a managed node.
 
-    Raises (from the constructor): ConfigError (invalid parameters), CheckpointError,
-    BackendError (tracker cannot be built).
+    Lifecycle: unconfigured --configure--> inactive (model loaded; services answer)
+    --activate--> active (subscriptions, worker, outputs) --deactivate--> inactive (tracker
+    state kept) --cleanup--> unconfigured (model freed); shutdown from any state. A failed
+    transition is logged with its reason and returns FAILURE (expected errors: bad
+    checkpoint, backend) or ERROR (anything else; the node then frees everything and is
+    unconfigured again); it never raises.
+
+    Raises (from the constructor): ConfigError (invalid parameters); with ``autostart``
+    also LifecycleError (configure or activate failed, e.g. no checkpoint or backend).
     """
 
     def __init__(self, **kwargs) -> None:
@@ -86,18 +114,16 @@ class Sam2sNode(Node):
         self._stats = NodeStats()
         self._guard = CallbackGuard(self._stats, lambda text: self.get_logger().error(text))
         super().__init__(NODE_NAME, **kwargs)
+        for service in self.services:  # rclpy made the lifecycle services without create_service
+            if service.srv_type.__module__.startswith("lifecycle_msgs"):
+                self._guard.guard_service(service)
         declare_parameters(self)
         self._cfg, self._settings = read_parameters(self)
-        torch.set_num_threads(inference_threads(self._settings.num_threads))  # process-wide; onnxruntime follows it
-        self._tracker = InstrumentTracker.from_config(self._cfg)
-        backend_info = getattr(
-            getattr(self._tracker, "backend", None), "describe", dict
-        )()  # runtime, warm-up seconds (graph backends)
-        self._info = {**self._tracker.describe(), **backend_info, "cpu_threads": torch.get_num_threads()}
-        self._log_startup()
 
         s = self._settings
-        self._tracker_lock = threading.Lock()  # the tracker is used by the worker and the services
+        self._tracker: Optional[InstrumentTracker] = None  # built by configure, freed by cleanup
+        self._info: dict = {}  # tracker description (configured)
+        self._tracker_lock = threading.Lock()  # the tracker is used by the worker, the services, set_parameters
         self._instrument_ids: list[int] = []
         self._frames = FrameBuffer(s.prompt_frame_buffer_size)
         self._prompts: PromptQueue[tuple[PromptInput, int]] = PromptQueue(s.prompt_queue_size)
@@ -106,13 +132,15 @@ class Sam2sNode(Node):
         self._rates = RateMeter()
         self._worker_error: Optional[str] = None
         self._generation = 0  # bumped by reset / load_state: prompts taken before belong to the old state
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # the running worker's stop flag (a new one per activation)
+        self._worker: Optional[threading.Thread] = None
+        self._inputs: list = []  # image + prompt subscriptions while active
 
         self._create_publishers()
-        self._create_inputs()
-        self._publish_vocabulary()
-        self._worker = threading.Thread(target=self._run_worker, name="sam2s_inference", daemon=True)
-        self._worker.start()
+        self._create_services()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if s.autostart:
+            self._autostart()
 
     # ---- every callback guarded -----------------------------------------------------------
 
@@ -131,6 +159,210 @@ class Sam2sNode(Node):
             callback = self._guard.callback("timer", callback)
         return super().create_timer(timer_period_sec, callback, *args, **kwargs)
 
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    @property
+    def lifecycle_state(self) -> str:
+        """Label of the current lifecycle state: unconfigured, inactive, active, finalized, ..."""
+        try:
+            return str(self._state_machine.current_state[1])
+        except Exception:  # noqa: BLE001 (diagnostics must not fail on it)
+            return "unknown"
+
+    def _autostart(self) -> None:
+        """configure + activate now (``autostart``); raises LifecycleError when either fails."""
+        for name, trigger in (("configure", self.trigger_configure), ("activate", self.trigger_activate)):
+            if trigger() != TransitionCallbackReturn.SUCCESS:
+                err = self._transition_error
+                if isinstance(err, (ConfigError, CheckpointError, BackendError)):
+                    raise err
+                raise LifecycleError(f"autostart: {name} failed: {err or 'see the log'}")
+
+    def _transition(self, name: str, action) -> TransitionCallbackReturn:
+        """Run one transition's work: SUCCESS, FAILURE (expected error) or ERROR; never raises."""
+        self._transition_error = None
+        try:
+            action()
+        except (ConfigError, CheckpointError, BackendError) as err:
+            self._transition_error = err
+            self.get_logger().error(f"lifecycle {name} failed: {err}")
+            return TransitionCallbackReturn.FAILURE
+        except Exception as err:  # noqa: BLE001 (a transition must not raise into rclpy, which hides it)
+            self._transition_error = err
+            self._guard.report(f"lifecycle transition {name}", err)
+            return TransitionCallbackReturn.ERROR
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model and build the tracker (seconds; minutes for a first TensorRT build)."""
+        return self._transition("configure", self._configure)
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Enable the outputs, subscribe to images and prompts, start the inference worker."""
+
+        def activate() -> None:
+            super(Sam2sNode, self).on_activate(state)  # lifecycle publishers publish from now on
+            try:
+                self._start_processing()
+            except BaseException:
+                self._stop_processing()
+                super(Sam2sNode, self).on_deactivate(state)
+                raise
+
+        return self._transition("activate", activate)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker (after its frame), disable the outputs; keep the tracker state."""
+
+        def deactivate() -> None:
+            self._stop_processing()
+            super(Sam2sNode, self).on_deactivate(state)
+            self.get_logger().info(
+                f"deactivated: not tracking; instruments {list(self._instrument_ids)} kept for activate"
+            )
+
+        return self._transition("deactivate", deactivate)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Forget the instruments and free the model."""
+        return self._transition("cleanup", self._free_tracker)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """From any state: stop processing and free the model."""
+        return self._transition("shutdown", lambda: self._release_all(state))
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """After a transition raised: free everything, back to unconfigured."""
+        self.get_logger().error(f"lifecycle error processing (from {state.label}): freeing the tracker")
+        try:
+            self._release_all(state)
+        except Exception as err:  # noqa: BLE001
+            self._guard.report("lifecycle error processing", err)
+            return TransitionCallbackReturn.ERROR  # -> finalized
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure(self) -> None:
+        torch.set_num_threads(inference_threads(self._settings.num_threads))  # process-wide; onnxruntime follows it
+        tracker = InstrumentTracker.from_config(self._cfg)
+        backend_info = getattr(getattr(tracker, "backend", None), "describe", dict)()  # graph backends
+        with self._tracker_lock:
+            self._tracker = tracker
+            self._info = {**tracker.describe(), **backend_info, "cpu_threads": torch.get_num_threads()}
+            self._instrument_ids = list(tracker.instrument_ids)
+        self._log_startup()
+
+    def _start_processing(self) -> None:
+        s = self._settings
+        image_group, prompt_group = MutuallyExclusiveCallbackGroup(), self._control_group
+        if s.image_qos == "sensor_data":
+            image_qos = qos_profile_sensor_data
+        else:
+            image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        image_type = CompressedImage if s.image_transport == "compressed" else Image
+        self._frames.take_latest(0.0)  # a frame left from before a deactivate is stale
+        self._inputs.append(
+            self.create_subscription(
+                image_type,
+                s.subscribed_image_topic,
+                self._on_image,
+                image_qos,
+                callback_group=image_group,
+                qos_overriding_options=QoSOverridingOptions.with_default_policies(),
+            )
+        )
+        self._inputs.append(
+            self.create_subscription(
+                Prompt, s.prompt_topic, self._on_prompt_msg, QoSProfile(depth=64), callback_group=prompt_group
+            )
+        )
+        self._worker_error = None
+        self._stop = threading.Event()
+        stop = self._stop
+        self._worker = threading.Thread(target=self._run_worker, args=(stop,), name="sam2s_inference", daemon=True)
+        self._worker.start()
+        self._publish_vocabulary()
+
+    def _stop_processing(self, timeout: float = WORKER_JOIN_S) -> bool:
+        """Remove the subscriptions and stop the worker; True when it ended within ``timeout``."""
+        inputs, self._inputs = self._inputs, []
+        for subscription in inputs:
+            self.destroy_subscription(subscription)
+        self._stop.set()
+        self._frames.wake()
+        worker = self._worker
+        if worker is None or worker is threading.current_thread():
+            return True
+        worker.join(timeout)
+        if worker.is_alive():
+            self.get_logger().warning(f"inference worker did not stop within {timeout:.0f} s")
+            return False
+        self._worker = None
+        return True
+
+    def _free_tracker(self) -> None:
+        with self._tracker_lock:
+            tracker, self._tracker = self._tracker, None
+            self._info = {}
+            self._instrument_ids = []
+            self._generation += 1
+            self._prompts.clear()
+        self._frames = FrameBuffer(self._settings.prompt_frame_buffer_size)
+        if tracker is None:
+            return
+        del tracker
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        self.get_logger().info("cleaned up: tracker and model freed")
+
+    def _release_all(self, state: LifecycleState) -> None:
+        self._stop_processing()
+        super().on_deactivate(state)  # every lifecycle publisher off
+        self._free_tracker()
+
+    # ---- parameters -----------------------------------------------------------------------
+
+    def set_parameters_atomically(self, parameter_list):
+        """rclpy's set_parameters_atomically, refusing read-only parameters with a clear reason first.
+
+        rclpy checks a descriptor's ``read_only`` before any callback, with a reason that does
+        not say what to do; this gives READ_ONLY_REASON. Undeclared names still raise
+        ParameterNotDeclaredException (the parameter services report it as a failure).
+        """
+        for param in parameter_list:
+            spec = PARAMS_BY_NAME.get(param.name)
+            if spec is not None and not spec.dynamic:
+                return self._refuse_parameter(change_refusal(param.name, param.value))
+        return super().set_parameters_atomically(parameter_list)
+
+    def set_parameters(self, parameter_list):
+        """rclpy's set_parameters (one result per parameter) through set_parameters_atomically."""
+        return [self.set_parameters_atomically([param]) for param in parameter_list]
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        """Validate dynamic parameter changes and apply them between two frames (all or none)."""
+        changes = {}
+        for param in params:
+            reason = change_refusal(param.name, param.value)
+            if reason is not None:
+                return self._refuse_parameter(reason)
+            changes[param.name] = param.value
+        tracker_changes, node_changes = split_changes(changes)
+        try:
+            with self._tracker_lock:  # the worker tracks under this lock: the next frame sees all changes
+                if tracker_changes:
+                    self._cfg.update(tracker_changes)  # the tracker's own config object
+                if node_changes:
+                    self._settings = updated_settings(self._settings, node_changes)
+        except ConfigError as err:
+            return self._refuse_parameter(f"refused: {err}")
+        self.get_logger().info("parameters changed: " + ", ".join(f"{k}={v!r}" for k, v in changes.items()))
+        return SetParametersResult(successful=True)
+
+    def _refuse_parameter(self, reason: str) -> SetParametersResult:
+        self._report.report("invalid_parameter", reason)
+        return SetParametersResult(successful=False, reason=reason)
+
     # ---- set-up ---------------------------------------------------------------------------
 
     def _log_startup(self) -> None:
@@ -145,39 +377,28 @@ class Sam2sNode(Node):
         latched = QoSProfile(
             depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL
         )
-        self._pub_masks = self.create_publisher(InstrumentMaskArray, s.masks_topic, out_qos)
-        self._pub_classes = (
-            self.create_publisher(InstrumentClassArray, s.classes_topic, out_qos) if s.publish_classes else None
-        )
-        self._pub_label = self.create_publisher(Image, s.label_image_topic, out_qos) if s.publish_label_image else None
-        self._pub_overlay = self.create_publisher(Image, s.overlay_topic, out_qos) if s.publish_overlay else None
-        self._pub_vocabulary = self.create_publisher(ClassVocabulary, s.class_vocabulary_topic, latched)
-        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        # Lifecycle publishers: they publish only while the node is active. All outputs exist
+        # from the start, so that the publish_* parameters can switch them at run time.
+        self._pub_masks = self.create_lifecycle_publisher(InstrumentMaskArray, s.masks_topic, out_qos)
+        self._pub_classes = self.create_lifecycle_publisher(InstrumentClassArray, s.classes_topic, out_qos)
+        self._pub_label = self.create_lifecycle_publisher(Image, s.label_image_topic, out_qos)
+        self._pub_overlay = self.create_lifecycle_publisher(Image, s.overlay_topic, out_qos)
+        self._pub_vocabulary = self.create_lifecycle_publisher(ClassVocabulary, s.class_vocabulary_topic, latched)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)  # in every state
 
-    def _create_inputs(self) -> None:
+    def _create_services(self) -> None:
+        """Services and the diagnostics timer, in every state (they refuse while unconfigured)."""
         s = self._settings
-        image_group, control_group, state_group, timer_group = (MutuallyExclusiveCallbackGroup() for _ in range(4))
-        if s.image_qos == "sensor_data":
-            image_qos = qos_profile_sensor_data
-        else:
-            image_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        image_type = CompressedImage if s.image_transport == "compressed" else Image
-        self.create_subscription(
-            image_type,
-            s.subscribed_image_topic,
-            self._on_image,
-            image_qos,
-            callback_group=image_group,
-            qos_overriding_options=QoSOverridingOptions.with_default_policies(),
-        )
-        self.create_subscription(
-            Prompt, s.prompt_topic, self._on_prompt_msg, QoSProfile(depth=64), callback_group=control_group
+        self._control_group = MutuallyExclusiveCallbackGroup()  # prompts (topic + service) and tracker services
+        control_group, state_group, timer_group = (
+            self._control_group,
+            *(MutuallyExclusiveCallbackGroup() for _ in range(2)),
         )
         self.create_service(AddPrompt, "add_prompt", self._on_add_prompt, callback_group=control_group)
         self.create_service(
             RemoveInstrument, "remove_instrument", self._on_remove_instrument, callback_group=control_group
         )
-        self.create_service(ResetTracker, "reset", self._on_reset, callback_group=control_group)
+        self.create_service(Trigger, "reset", self._on_reset, callback_group=control_group)
         # file I/O in its own group: a slow disk delays neither prompts nor tracking
         self.create_service(SaveState, "save_state", self._on_save_state, callback_group=state_group)
         self.create_service(LoadState, "load_state", self._on_load_state, callback_group=state_group)
@@ -187,6 +408,14 @@ class Sam2sNode(Node):
         header = self._stamped_header()
         trained = bool(self._info.get("semantic_head_trained", False))
         self._pub_vocabulary.publish(vocabulary_msg(self._tracker.class_vocabulary, trained, header))
+
+    def _not_configured(self) -> Optional[tuple[bool, str]]:
+        """(False, reason) counted as ``not_configured`` while there is no tracker, else None."""
+        if self._tracker is not None:
+            return None
+        return self._refuse(
+            "not_configured", f"sam2s_node is {self.lifecycle_state}: configure it first (lifecycle change_state)"
+        )
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -212,6 +441,9 @@ class Sam2sNode(Node):
 
     def _admit_prompt(self, msg: Prompt) -> tuple[bool, str]:
         """Check a prompt against the image it refers to and queue it; (accepted, reason)."""
+        refusal = self._not_configured()
+        if refusal is not None:
+            return refusal
         try:
             prompt = prompt_from_msg(msg)
         except PromptError as err:
@@ -232,6 +464,9 @@ class Sam2sNode(Node):
             return self._refuse(*conflict)
         try:
             with self._tracker_lock:
+                refusal = self._not_configured()
+                if refusal is not None:
+                    return refusal
                 self._tracker.check_prompt(prompt, image_hw)
         except UnknownInstrumentError as err:
             return self._refuse("unknown_instrument", str(err))
@@ -280,6 +515,10 @@ class Sam2sNode(Node):
     ) -> RemoveInstrument.Response:
         try:
             with self._tracker_lock:
+                refusal = self._not_configured()
+                if refusal is not None:
+                    response.success, response.reason = refusal
+                    return response
                 self._tracker.remove_instrument(int(request.instrument_id))
                 self._instrument_ids = list(self._tracker.instrument_ids)
         except UnknownInstrumentError as err:
@@ -288,14 +527,20 @@ class Sam2sNode(Node):
         response.success = True
         return response
 
-    def _on_reset(self, request: ResetTracker.Request, response: ResetTracker.Response) -> ResetTracker.Response:
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._tracker_lock:
+            refusal = self._not_configured()
+            if refusal is not None:
+                response.success, response.message = refusal
+                return response
+            forgotten = list(self._tracker.instrument_ids)
             self._tracker.reset()
             self._generation += 1
             self._instrument_ids = []
             self._prompts.clear()  # prompts accepted before the reset belong to the old state
-        self.get_logger().info("tracker reset: every instrument forgotten")
         response.success = True
+        response.message = f"tracker reset: every instrument forgotten ({len(forgotten)}: {forgotten})"
+        self.get_logger().info(response.message)
         return response
 
     def _on_save_state(self, request: SaveState.Request, response: SaveState.Response) -> SaveState.Response:
@@ -303,6 +548,10 @@ class Sam2sNode(Node):
         try:
             path = self._states.path_for_save(request.name)
             with self._tracker_lock:
+                refusal = self._not_configured()
+                if refusal is not None:
+                    response.success, response.reason = refusal
+                    return response
                 state = self._tracker.export_state()
             tracker_state.save_state(path, state, overwrite=bool(request.overwrite))
         except StateFileError as err:
@@ -314,15 +563,25 @@ class Sam2sNode(Node):
 
     def _on_load_state(self, request: LoadState.Request, response: LoadState.Response) -> LoadState.Response:
         """Read + validate into a new object without the lock; swap it in under the lock."""
+        tracker = self._tracker
+        refusal = self._not_configured()
+        if tracker is None or refusal is not None:
+            response.success, response.reason = refusal or (False, "not configured")
+            return response
         try:
             path = self._states.path_for_load(request.name)
-            loaded = self._tracker.read_state(path)
+            loaded = tracker.read_state(path)
         except StateFileError as err:
             response.success, response.reason = self._refuse(
                 "state_file", f"load_state refused (the running state is unchanged): {err}"
             )
             return response
         with self._tracker_lock:
+            if self._tracker is not tracker:  # cleaned up (or configured again) meanwhile
+                response.success, response.reason = self._refuse(
+                    "not_configured", "load_state refused: the tracker was cleaned up meanwhile"
+                )
+                return response
             ids = self._tracker.adopt_state(loaded)
             self._generation += 1
             self._instrument_ids = list(ids)
@@ -333,24 +592,28 @@ class Sam2sNode(Node):
 
     # ---- worker ---------------------------------------------------------------------------
 
-    def _run_worker(self) -> None:
-        """Worker thread: the tracking loop, restarted after an unexpected error (bounded)."""
-        run_supervised(self._worker_loop, self._stopping, self._on_worker_error, WORKER_RESTART_BACKOFF_S)
+    def _run_worker(self, stop: threading.Event) -> None:
+        """Worker thread (one per activation): the tracking loop, restarted after an unexpected error (bounded)."""
+        run_supervised(
+            lambda: self._worker_loop(stop),
+            lambda: stop.is_set() or not self.context.ok(),
+            self._on_worker_error,
+            WORKER_RESTART_BACKOFF_S,
+        )
 
-    def _worker_loop(self) -> None:
-        """Track the newest frame (and frames that stamped prompts refer to) until stopped."""
-        while not self._stop.is_set():
+    def _worker_loop(self, stop: threading.Event) -> None:
+        """Track the newest frame (and frames that stamped prompts refer to) until ``stop`` is set."""
+        while not stop.is_set():
             frame = self._frames.take_latest(WORKER_POLL_S)
+            if stop.is_set():
+                return  # deactivated while waiting: the frame is not tracked
             with self._tracker_lock:  # atomic with reset / load_state, which void queued prompts
                 generation = self._generation
                 jobs = self._assign_prompts(frame)
             for target, prompts in jobs:
-                if self._stop.is_set():
+                if stop.is_set():
                     return
                 self._process(target, prompts, generation)
-
-    def _stopping(self) -> bool:
-        return self._stop.is_set() or not self.context.ok()
 
     def _on_worker_error(self, err: BaseException, restarts: int) -> bool:
         """Report a worker error; True = restart it, False = it stays stopped (diagnostics ERROR)."""
@@ -390,7 +653,9 @@ class Sam2sNode(Node):
 
     def _process(self, frame: Frame, prompts: Sequence[PromptInput], generation: int) -> None:
         try:
-            with self._tracker_lock:
+            with self._tracker_lock:  # dynamic parameter changes wait for this: they apply between frames
+                if self._tracker is None:
+                    return  # cleaned up
                 if generation != self._generation:
                     prompts = []  # a reset / load_state came in between: these prompts are void
                 result = self._tracker.track(frame.image, prompts)
@@ -410,14 +675,14 @@ class Sam2sNode(Node):
         s, header = self._settings, frame.header
         masks = masks_msg(result, header, 0.0, s.publish_masks_images)
         outputs = []
-        if self._pub_classes is not None:
+        if s.publish_classes:
             outputs.append((self._pub_classes, classes_msg(result, header)))
-        if self._pub_label is not None:
+        if s.publish_label_image:
             try:
                 outputs.append((self._pub_label, label_image_msg(result, header, s.label_image_encoding)))
             except ValueError as err:
                 self._report.report("label_image_overflow", f"label image not published: {err}")
-        if self._pub_overlay is not None:
+        if s.publish_overlay:
             outputs.append((self._pub_overlay, image_msg(render_overlay(frame.image, result), "rgb8", header)))
         masks.latency = time.monotonic() - frame.received
         self._pub_masks.publish(masks)
@@ -437,6 +702,7 @@ class Sam2sNode(Node):
             self.get_clock().now().to_msg(),
             len(self._prompts),
             self._worker_error,
+            self.lifecycle_state,
         )
         self._pub_diagnostics.publish(msg)
 
@@ -446,15 +712,17 @@ class Sam2sNode(Node):
     # ---- shutdown -------------------------------------------------------------------------
 
     def stop(self, timeout: float = WORKER_JOIN_S) -> bool:
-        """Stop the worker thread (waits for an in-flight frame); True when it ended."""
-        self._stop.set()
+        """Stop processing for good before destroy_node (waits for an in-flight frame); True when it ended.
+
+        No lifecycle transition: the process is ending (SIGINT / SIGTERM, tests).
+        """
+        stopped = self._stop_processing(timeout)
         self._frames.close()
-        self._worker.join(timeout)
-        return not self._worker.is_alive()
+        return stopped
 
     @property
-    def tracker(self) -> InstrumentTracker:
-        """The tracker (for tests and tools; use under the node's own threads with care)."""
+    def tracker(self) -> Optional[InstrumentTracker]:
+        """The tracker while configured, else None (for tests and tools; use with care)."""
         return self._tracker
 
 
@@ -471,7 +739,7 @@ def main(args: Optional[list[str]] = None) -> int:
         executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(node)
         executor.spin()
-    except (ConfigError, CheckpointError, BackendError) as err:
+    except (ConfigError, CheckpointError, BackendError, LifecycleError) as err:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")
         return EXIT_BAD_CONFIG
     except (KeyboardInterrupt, ExternalShutdownException):

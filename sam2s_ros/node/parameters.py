@@ -3,18 +3,26 @@
 The tracker parameters take their defaults from :class:`TrackerConfig` /
 :class:`DiveMemConfig` (the only place that defines them and their SAM 2.1 values); the
 node parameters are defined here. ``config/sam2s.yaml`` lists every parameter with the same
-defaults (a test checks this). All parameters are read-only: they are read at start-up.
+defaults (a test checks this).
+
+Each parameter is either **dynamic** (``ParamSpec.dynamic``: may be set while the node
+runs; :func:`change_refusal` says why a value is refused, the node applies accepted ones
+between frames) or **read-only** (declared with ``read_only`` in its descriptor; a change
+is refused with :data:`READ_ONLY_REASON`). That flag in the tables below is the only place
+that decides it.
 
 Usage::
 
     declare_parameters(node)
     tracker_cfg, settings = read_parameters(node)   # raises ConfigError
+    reason = change_refusal("mask_threshold", 0.5)  # None = may be set now
 """
 
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Optional
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -39,6 +47,7 @@ from sam2s_ros.tracking.config import (
 IMAGE_TRANSPORTS = ("raw", "compressed")
 IMAGE_QOS_CHOICES = ("sensor_data", "reliable")
 MODELS_README = "models/README.md"
+READ_ONLY_REASON = "read-only: restart the node to change it"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,8 @@ class ParamSpec:
         description: one line for ``ros2 param describe`` and the docs.
         value_range: (min, max, step) for numbers; step 0 = any value in the range.
         choices: allowed values of a string parameter.
+        dynamic: True = may be changed while the node runs (safe between two frames);
+            False = read-only (read once at start-up).
     """
 
     name: str
@@ -58,10 +69,11 @@ class ParamSpec:
     description: str
     value_range: Optional[tuple] = None
     choices: Optional[tuple[str, ...]] = None
+    dynamic: bool = False
 
     def descriptor(self) -> ParameterDescriptor:
-        """ParameterDescriptor with description, range and choices (read-only)."""
-        desc = ParameterDescriptor(name=self.name, description=self.description, read_only=True)
+        """ParameterDescriptor with description, range, choices and read_only (= not dynamic)."""
+        desc = ParameterDescriptor(name=self.name, description=self.description, read_only=not self.dynamic)
         if self.choices:
             desc.additional_constraints = "one of: " + ", ".join(self.choices)
         if self.value_range is not None:
@@ -101,6 +113,7 @@ class NodeSettings:
     diagnostics_period: float
     num_threads: int
     state_dir: str
+    autostart: bool
 
     @property
     def subscribed_image_topic(self) -> str:
@@ -136,13 +149,18 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
     ParamSpec(
-        "mask_threshold", _T.mask_threshold, "mask logit threshold for binary masks [SAM 2.1: 0.0]", (-32.0, 32.0, 0.0)
+        "mask_threshold",
+        _T.mask_threshold,
+        "mask logit threshold for binary masks [SAM 2.1: 0.0]",
+        (-32.0, 32.0, 0.0),
+        dynamic=True,
     ),
     ParamSpec(
         "fill_hole_area",
         _T.fill_hole_area,
         "fill mask holes up to this many low-res pixels [SAM 2.1 video predictor: 8]",
         (0, 100000, 1),
+        dynamic=True,
     ),
     ParamSpec(
         "class_vocabulary",
@@ -185,7 +203,12 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         (1, 1000, 1),
     ),
     ParamSpec("divemem.max_obj_ptrs", _M.max_obj_ptrs, "object pointers attended to [SAM 2.1: 16]", (1, 64, 1)),
-    ParamSpec("divemem.long_term_enabled", _M.long_term_enabled, "DiveMem diverse long-term memory [SAM 2.1: off]"),
+    ParamSpec(
+        "divemem.long_term_enabled",
+        _M.long_term_enabled,
+        "DiveMem diverse long-term memory [SAM 2.1: off]",
+        dynamic=True,
+    ),
     ParamSpec(
         "divemem.long_term_frames", _M.long_term_frames, "diverse long-term frames K [SAM2S/ReSurgSAM2: 3]", (0, 16, 1)
     ),
@@ -200,12 +223,14 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         _M.iou_threshold,
         "min predicted IoU of a long-term candidate [ReSurgSAM2: 0.95]",
         (0.0, 1.0, 0.0),
+        dynamic=True,
     ),
     ParamSpec(
         "divemem.object_score_threshold",
         _M.object_score_threshold,
         "min object-score logit of a candidate [0.0 = visible]",
         (-32.0, 32.0, 0.0),
+        dynamic=True,
     ),
     ParamSpec(
         "divemem.memory_dtype",
@@ -236,15 +261,17 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("overlay_topic", "overlay", "output rgb8 overlay topic"),
     ParamSpec("class_vocabulary_topic", "class_vocabulary", "latched sam2s_ros/ClassVocabulary topic"),
     ParamSpec("output_qos_depth", 5, "history depth of the (reliable) output publishers", (1, 1000, 1)),
-    ParamSpec("publish_masks_images", True, "put mono8 masks inside InstrumentMask.mask (else empty images)"),
-    ParamSpec("publish_label_image", True, "publish the label image"),
-    ParamSpec("publish_overlay", False, "publish the rgb8 overlay (source image + coloured masks)"),
-    ParamSpec("publish_classes", True, "publish instrument classes"),
+    ParamSpec(
+        "publish_masks_images", True, "put mono8 masks inside InstrumentMask.mask (else empty images)", dynamic=True
+    ),
+    ParamSpec("publish_label_image", True, "publish the label image", dynamic=True),
+    ParamSpec("publish_overlay", False, "publish the rgb8 overlay (source image + coloured masks)", dynamic=True),
+    ParamSpec("publish_classes", True, "publish instrument classes", dynamic=True),
     ParamSpec(
         "label_image_encoding", "mono8", "label image encoding (mono8 holds ids 1..255)", choices=LABEL_ENCODINGS
     ),
-    ParamSpec("max_image_width", 4096, "larger input images are rejected (pixels)", (1, 65535, 1)),
-    ParamSpec("max_image_height", 4096, "larger input images are rejected (pixels)", (1, 65535, 1)),
+    ParamSpec("max_image_width", 4096, "larger input images are rejected (pixels)", (1, 65535, 1), dynamic=True),
+    ParamSpec("max_image_height", 4096, "larger input images are rejected (pixels)", (1, 65535, 1), dynamic=True),
     ParamSpec("prompt_frame_buffer_size", 30, "recent frames held to apply stamped prompts to (0 = off)", (0, 1000, 1)),
     ParamSpec("prompt_queue_size", 64, "accepted prompts waiting for a frame, at most", (1, 10000, 1)),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", (0.1, 60.0, 0.0)),
@@ -260,9 +287,18 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
         "folder of save_state / load_state files (the services take a file name inside it); "
         "'' = $ROS_HOME/sam2s_state, else ~/.ros/sam2s_state",
     ),
+    ParamSpec(
+        "autostart",
+        True,
+        "configure and activate the managed (lifecycle) node at start; false = wait in 'unconfigured' "
+        "for lifecycle change_state requests",
+    ),
 )
 
 ALL_PARAMS: tuple[ParamSpec, ...] = TRACKER_PARAMS + NODE_PARAMS
+PARAMS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in ALL_PARAMS}
+DYNAMIC_PARAMS: frozenset[str] = frozenset(spec.name for spec in ALL_PARAMS if spec.dynamic)
+_TRACKER_NAMES = frozenset(spec.name for spec in TRACKER_PARAMS)
 
 
 def declare_parameters(node: Node) -> None:
@@ -310,6 +346,50 @@ def read_parameters(node: Node) -> tuple[TrackerConfig, NodeSettings]:
     return cfg, settings
 
 
+def change_refusal(name: str, value: Any) -> Optional[str]:
+    """Why setting parameter ``name`` to ``value`` while the node runs is refused; None = allowed.
+
+    Args:
+        name: a declared parameter name (unknown names return None: rclpy refuses them
+            itself as undeclared).
+        value: the new value as rclpy gives it (bool, int, float, str, list, or None for a
+            parameter without a value).
+
+    Returns:
+        A one-line reason naming the parameter: read-only, wrong type, not finite, out of
+        range or not one of the choices; None when the value may be applied.
+    """
+    spec = PARAMS_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if not spec.dynamic:
+        return f"parameter {name!r} is {READ_ONLY_REASON}"
+    kind = type(spec.default)
+    if type(value) is not kind:  # exact: a bool is no int here, an int no double (ROS typing)
+        got = "no value" if value is None else f"{_type_word(value)} {value!r}"
+        return f"parameter {name!r}: wrong type: expected {_expected(spec)}, got {got}"
+    if kind is float and not math.isfinite(value):
+        return f"parameter {name!r}: {value} is not a finite number (expected {_expected(spec)})"
+    if spec.value_range is not None:
+        low, high, step = spec.value_range
+        if not low <= value <= high or (step and (value - low) % step):
+            return f"parameter {name!r}: {value} is out of range (expected {_expected(spec)})"
+    if spec.choices and value not in spec.choices:
+        return f"parameter {name!r}: {value!r} is not one of {', '.join(spec.choices)}"
+    return None
+
+
+def split_changes(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Accepted changes -> (tracker changes for TrackerConfig.update, node settings changes)."""
+    tracker = {k: v for k, v in changes.items() if k in _TRACKER_NAMES}
+    return tracker, {k: v for k, v in changes.items() if k not in _TRACKER_NAMES}
+
+
+def updated_settings(settings: NodeSettings, changes: dict[str, Any]) -> NodeSettings:
+    """A copy of ``settings`` with node-setting ``changes`` (names as in NODE_PARAMS)."""
+    return replace(settings, **changes)
+
+
 def _validate_settings(settings: NodeSettings) -> None:
     """Raise ConfigError on node settings that the descriptors cannot express."""
     for name in (
@@ -342,6 +422,13 @@ def inference_threads(requested: int, usable_cores: Optional[int] = None) -> int
     if usable_cores is None:
         usable_cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, usable_cores - 1)
+
+
+def _type_word(value: Any) -> str:
+    """'a bool', 'an integer', ... for a Python value of a ROS parameter."""
+    return {bool: "a bool", int: "an integer", float: "a double", str: "a string", list: "an array"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _expected(spec: ParamSpec) -> str:

@@ -9,6 +9,7 @@ place that defines the defaults and validates them.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -194,6 +195,33 @@ class TrackerConfig:
         if len(set(self.class_vocabulary)) != len(self.class_vocabulary):
             raise ConfigError("class_vocabulary has duplicate names")
         self.divemem.validate()
+
+    def update(self, values: dict) -> None:
+        """Change settings in place (keys as in :meth:`from_dict`), all or none.
+
+        In place, because the tracker and every instrument's memory bank hold this object
+        (and its ``divemem``): the next frame sees the new values. The caller makes sure no
+        frame is being tracked meanwhile (the node holds its tracker lock).
+
+        Raises:
+            ConfigError: an unknown key or an invalid value; nothing is changed then.
+        """
+        trial = copy.deepcopy(self)
+        trial._assign(values)
+        trial.validate()
+        self._assign(values)
+
+    def _assign(self, values: dict) -> None:
+        top = {f.name for f in fields(self)} - {"divemem"}
+        mem = {f.name for f in fields(DiveMemConfig)}
+        for key, value in values.items():
+            name = key.split(".", 1)[1] if key.startswith("divemem.") else None
+            if name is not None and name in mem:
+                setattr(self.divemem, name, value)
+            elif name is None and key in top:
+                setattr(self, key, tuple(value) if key == "class_vocabulary" else value)
+            else:
+                raise ConfigError(f"unknown tracker setting {key!r}")
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrackerConfig":
