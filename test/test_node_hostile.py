@@ -4,7 +4,7 @@ One node process for the whole module (python -m sam2s_ros.node, real DDS, the r
 model on random weights at 256 px, real CholecSeg8k frames). It tracks three instruments;
 their state is saved as ``golden.pt`` and the masks of a reference frame tracked from it
 are recorded. Each test loads ``golden.pt``, throws a batch of hostile inputs at the node
-(state files, file names, special files, parameter requests, images, prompts) and checks
+(state files, file names, special files, parameter and lifecycle requests, images, prompts) and checks
 that every one is refused with a clear reason, the process is alive, and tracking the
 reference frame again gives exactly the recorded masks for all three instruments (so the
 refused inputs changed nothing). docs/hostile_inputs.md lists every input with its test.
@@ -23,6 +23,8 @@ import pytest
 import rclpy
 import torch
 from geometry_msgs.msg import Point
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetAvailableStates, GetAvailableTransitions, GetState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import (
@@ -298,6 +300,36 @@ def test_parameter_requests_never_end_the_process(hostile):
     )
     wait_until(lambda: int(hostile.peer.latest_diag().get("internal_errors", 0)) >= 2, 15, "contained errors counted")
     assert "ValueError" in hostile.peer.latest_diag()["internal_errors.last"]
+    hostile.assert_still_tracking()
+
+
+# ---- rclpy's lifecycle services ----------------------------------------------------------
+
+
+def test_lifecycle_requests_never_end_the_process(hostile):
+    """Transitions that do not exist or are not possible now are refused; the node stays active."""
+    hostile.restore()
+    change = "sam2s_node/change_state"
+    for transition in (
+        Transition(id=255),  # no such transition
+        Transition(id=Transition.TRANSITION_CONFIGURE),  # not from active
+        Transition(id=Transition.TRANSITION_CLEANUP),  # not from active
+        Transition(label="configure"),  # label not available from active
+        Transition(label="no_such_transition"),
+        Transition(label="x" * 100_000),
+        Transition(id=Transition.TRANSITION_ON_CONFIGURE_SUCCESS),  # an internal (callback result) transition
+        Transition(id=Transition.TRANSITION_ACTIVATE, label="nonsense"),  # the label wins and is unknown
+    ):
+        reply = hostile.call(ChangeState, change, ChangeState.Request(transition=transition))
+        assert not reply.success, transition
+    for srv_type, name in (
+        (GetAvailableStates, "get_available_states"),
+        (GetAvailableTransitions, "get_available_transitions"),
+        (GetAvailableTransitions, "get_transition_graph"),
+    ):
+        hostile.call(srv_type, f"sam2s_node/{name}", srv_type.Request())
+    state = hostile.call(GetState, "sam2s_node/get_state", GetState.Request()).current_state
+    assert (state.id, state.label) == (State.PRIMARY_STATE_ACTIVE, "active")
     hostile.assert_still_tracking()
 
 

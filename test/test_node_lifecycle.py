@@ -241,15 +241,15 @@ def test_dynamic_parameters_apply_on_the_next_frame_and_keep_tracking(make_node,
 
     # mask_threshold: every logit lies below 5.0 and above -5.0 -> empty, then full masks
     assert [r.successful for r in _set(peer, mask_threshold=5.0)] == [True]
-    peer.publish_until_processed(image_msg(frames[2], 51.0), WAIT)
-    assert _mask_area(peer, 51.0, 1) == 0.0
+    peer.publish_until_processed(image_msg(frames[2], 60.0), WAIT)
+    assert _mask_area(peer, 60.0, 1) == 0.0
     assert [r.successful for r in _set(peer, mask_threshold=-5.0, publish_overlay=True)] == [True, True]
-    peer.publish_until_processed(image_msg(frames[2], 52.0), WAIT)
-    assert _mask_area(peer, 52.0, 1) == 1.0
+    peer.publish_until_processed(image_msg(frames[2], 61.0), WAIT)
+    assert _mask_area(peer, 61.0, 1) == 1.0
     wait_until(
-        lambda: any(abs(m.header.stamp.sec - 52) < 1 for m in list(peer.overlays)), 10, "the overlay switched on"
+        lambda: any(abs(m.header.stamp.sec - 61) < 1 for m in list(peer.overlays)), 10, "the overlay switched on"
     )
-    masks = peer.masks_with_stamp(52.0)[0]
+    masks = peer.masks_with_stamp(61.0)[0]
     assert [m.instrument_id for m in masks.instruments] == [1, 2]  # tracking state kept
     assert node.tracker is tracker
     assert _get(peer, "mask_threshold") == -5.0
@@ -290,10 +290,10 @@ def test_dynamic_parameters_apply_on_the_next_frame_and_keep_tracking(make_node,
     assert tracker.cfg.mask_threshold == -5.0
     wait_until(lambda: int(peer.latest_diag().get("bad_input.invalid_parameter", 0)) >= 12, 15, "refusals counted")
 
-    peer.publish_until_processed(image_msg(frames[0], 53.0), WAIT)
-    masks = peer.masks_with_stamp(53.0)[0]
+    peer.publish_until_processed(image_msg(frames[0], 62.0), WAIT)
+    masks = peer.masks_with_stamp(62.0)[0]
     assert [m.instrument_id for m in masks.instruments] == [1, 2]
-    assert _mask_area(peer, 53.0, 1) == 1.0
+    assert _mask_area(peer, 62.0, 1) == 1.0
 
 
 def test_each_parameter_is_dynamic_or_read_only_once():

@@ -323,16 +323,18 @@ class Sam2sNode(LifecycleNode):
     # ---- parameters -----------------------------------------------------------------------
 
     def set_parameters_atomically(self, parameter_list):
-        """rclpy's set_parameters_atomically, refusing read-only parameters with a clear reason first.
+        """rclpy's set_parameters_atomically, with this node's refusals checked first.
 
-        rclpy checks a descriptor's ``read_only`` before any callback, with a reason that does
-        not say what to do; this gives READ_ONLY_REASON. Undeclared names still raise
-        ParameterNotDeclaredException (the parameter services report it as a failure).
+        rclpy checks a descriptor's ``read_only``, type and range before any on-set callback,
+        with reasons that name neither the parameter nor what to do ("Wrong parameter type,
+        expected '3' got '4'"); :func:`change_refusal` gives READ_ONLY_REASON, "wrong type:
+        expected a double", "out of range", "not a finite number" instead. Undeclared names
+        still raise ParameterNotDeclaredException (the parameter services report it).
         """
         for param in parameter_list:
-            spec = PARAMS_BY_NAME.get(param.name)
-            if spec is not None and not spec.dynamic:
-                return self._refuse_parameter(change_refusal(param.name, param.value))
+            reason = change_refusal(param.name, param.value)
+            if reason is not None:
+                return self._refuse_parameter(reason)
         return super().set_parameters_atomically(parameter_list)
 
     def set_parameters(self, parameter_list):
@@ -340,13 +342,19 @@ class Sam2sNode(LifecycleNode):
         return [self.set_parameters_atomically([param]) for param in parameter_list]
 
     def _on_set_parameters(self, params) -> SetParametersResult:
-        """Validate dynamic parameter changes and apply them between two frames (all or none)."""
+        """On-set-parameters callback: validate changes and apply them between two frames (all or none).
+
+        Also reached by rclpy's own declarations (qos_overrides.*), which are passed through.
+        """
         changes = {}
         for param in params:
             reason = change_refusal(param.name, param.value)
             if reason is not None:
                 return self._refuse_parameter(reason)
-            changes[param.name] = param.value
+            if param.name in PARAMS_BY_NAME:  # not rclpy's own (qos_overrides.*, use_sim_time)
+                changes[param.name] = param.value
+        if not changes:
+            return SetParametersResult(successful=True)
         tracker_changes, node_changes = split_changes(changes)
         try:
             with self._tracker_lock:  # the worker tracks under this lock: the next frame sees all changes
