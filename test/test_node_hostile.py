@@ -93,7 +93,8 @@ class Hostile:
     def track_reference(self) -> dict:
         """Track the reference frame once; instrument id -> mono8 mask bytes."""
         t = self.stamp()
-        self.peer.publish_until_processed(image_msg(self.frames[2], t), WAIT)
+        # No early repeat: a second copy tracked after the next restore() would move the state on.
+        self.peer.publish_until_processed(image_msg(self.frames[2], t), WAIT, resend_s=WAIT / 3)
         masks = self.peer.masks_with_stamp(t)[0]
         return {m.instrument_id: bytes(m.mask.data) for m in masks.instruments}
 

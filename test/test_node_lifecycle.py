@@ -296,6 +296,15 @@ def test_dynamic_parameters_apply_on_the_next_frame_and_keep_tracking(make_node,
     assert _mask_area(peer, 62.0, 1) == 1.0
 
 
+def test_docs_and_config_mark_exactly_the_dynamic_parameters(repo_root):
+    rows = [line for line in (repo_root / "docs" / "node_interface.md").read_text().splitlines() if line[:3] == "| `"]
+    marked_rows = {row.split("`")[1] for row in rows if "**(dynamic)**" in row}
+    assert marked_rows == DYNAMIC_PARAMS
+    config = (repo_root / "config" / "sam2s.yaml").read_text().splitlines()
+    marked_config = {line.split(":")[0].strip() for line in config if "# (dynamic)" in line}
+    assert marked_config == {name.split(".")[-1] for name in DYNAMIC_PARAMS}
+
+
 def test_each_parameter_is_dynamic_or_read_only_once():
     """The table decides; model, backend, device, image_size, topics and QoS stay read-only."""
     specs = {spec.name: spec for spec in ALL_PARAMS}
