@@ -13,9 +13,10 @@ The settings, with their source (glibc 2.36 ``malloc/malloc.c`` and mallopt(3)):
   (``DEFAULT_MMAP_THRESHOLD_MAX`` = 4 MiB x sizeof(long)); mallopt refuses larger ones.
   Setting it also stops glibc's dynamic threshold adjustment.
 * ``M_TRIM_THRESHOLD`` (-1) = :data:`TRIM_THRESHOLD` = 2 GiB - 1 (the largest value
-  mallopt's ``int`` takes): free memory at the top of the heap is not given back to the kernel (which would fault it in again on the next
-  frame). Resident memory then stays at the per-frame high-water mark, which is what the
-  tracker needs every frame anyway (RSS stays flat, it does not grow).
+  mallopt's ``int`` takes): free memory at the top of the heap is not given back to the
+  kernel (which would fault it in again on the next frame). Resident memory then stays at
+  the per-frame high-water mark, which the tracker needs every frame anyway (RSS stays
+  flat, it does not grow).
 * ``M_ARENA_MAX`` (-8) = :data:`ARENA_MAX` = 1: every thread allocates from the main
   (``brk``) arena. The node runs inference on a worker thread; a non-main arena grows in
   64 MiB ``mmap``'d heaps that glibc shrinks with ``MADV_DONTNEED`` and so faults in again,
