@@ -133,9 +133,9 @@ class TrackerConfig:
             common size (padded keys masked); "per_instrument" = one call per instrument on
             its own unpadded memory (same masks to float tolerance); "auto" = batched on
             CUDA, per instrument on CPU. On a CPU the batched call can be slower, because
-            glibc malloc mmaps and page-faults its larger temporaries on every call;
-            MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ remove the gap (measurements
-            and settings: docs/backends.md).
+            glibc malloc mmaps and page-faults its larger temporaries on every call with
+            its default settings; sam2s_node and sam2s tune malloc at start
+            (sam2s_ros.allocator), which removes the gap (measurements: docs/backends.md).
         ort_arena_extend_strategy: onnxruntime CUDA EP arena growth ["kSameAsRequested";
             onnxruntime's default kNextPowerOfTwo doubles it beside torch's allocator].
         ort_gpu_mem_limit_mb: onnxruntime CUDA EP arena limit in MiB, 0 = none.
