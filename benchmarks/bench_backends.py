@@ -452,6 +452,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 )
                 rows.append(r)
     summary = summarize(rows)
+    if args.reduced:
+        print("ours on the reduced-precision paths: torch = bfloat16 autocast, onnxruntime = int8 graphs")
     print(table(summary))
     if args.out:
         info = {
