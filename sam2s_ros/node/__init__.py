@@ -11,7 +11,10 @@ from typing import Optional
 
 
 def main(args: Optional[list[str]] = None) -> int:
-    """Run ``sam2s_node`` (see :func:`sam2s_ros.node.node.main`)."""
+    """Run ``sam2s_node`` (see :func:`sam2s_ros.node.node.main`); glibc malloc is tuned first."""
+    from sam2s_ros.allocator import tune_allocator
+
+    tune_allocator()
     from sam2s_ros.node.node import main as node_main
 
     return node_main(args)

@@ -145,7 +145,12 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         "model input side in pixels, multiple of 32 [SAM 2.1: 1024]",
         (IMAGE_SIZE_MIN, 4096, IMAGE_SIZE_STEP),
     ),
-    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=AUTOCAST_DTYPES),
+    ParamSpec(
+        "autocast_dtype",
+        _T.autocast_dtype,
+        "reduced precision: bfloat16 (torch, CPU/CUDA), float16 (CUDA), int8 (onnxruntime CPU, sam2s export --int8)",
+        choices=AUTOCAST_DTYPES,
+    ),
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
     ParamSpec(
