@@ -157,6 +157,7 @@ def test_colcon_build(tmp_path):
         "--cmake-args",
         f"-DCMAKE_PROJECT_INCLUDE={src / 'cmake' / 'pip_ros_wheels_fix.cmake'}",
         f"-DPython3_EXECUTABLE={sys.executable}",
+        f"-DSAM2S_TEST_PYTHON={sys.executable}",
         "-DBUILD_TESTING=ON",
     ]
     try:
