@@ -94,15 +94,6 @@ def manual_instructions(source: CheckpointSource, dest: Path) -> str:
     )
 
 
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def download_checkpoint(
     model_size: str,
     dest_dir: Path,
@@ -156,7 +147,9 @@ def download_checkpoint(
 
 
 def _existing(source: CheckpointSource, dest: Path) -> DownloadResult:
-    digest = file_sha256(dest)
+    from sam2s_ros.model.checkpoint import file_sha256  # imports torch: only when a file is there
+
+    digest = file_sha256(str(dest))
     if source.sha256 and digest != source.sha256.lower():
         raise DownloadError(
             f"{dest} exists but its sha256 {digest} is not the expected {source.sha256} "
