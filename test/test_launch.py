@@ -263,3 +263,27 @@ def test_docs_list_every_launch_argument():
     section = docs[docs.index("## Launch") :]
     missing = [a.name for a in LAUNCH_ARGS if f"| `{a.name}` |" not in section]
     assert missing == [], f"docs/node_interface.md 'Launch' table lacks {missing}"
+    readme = (REPO / "README.md").read_text()
+    listed = readme[readme.index("Launch arguments (") :][:1000]
+    assert [a.name for a in LAUNCH_ARGS if f"`{a.name}`" not in listed] == []
+
+
+def test_image_qos_argument_matches_the_parameter_choices():
+    from sam2s_ros.node.parameters import IMAGE_QOS_CHOICES
+
+    arg = ARGS_BY_NAME["image_qos"]
+    assert arg.parameter == "image_qos"
+    assert all(choice in arg.description for choice in IMAGE_QOS_CHOICES)
+
+
+def test_image_qos_guidance_covers_the_three_cases():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Image QoS") :]
+    section = section[: section.index("\n## ", 3)]
+    for case in ("same host", "another host", "bag replay"):
+        assert case in section.lower().replace("**", ""), case
+    assert "image_qos:=reliable" in section
+    assert "FASTDDS_DEFAULT_PROFILES_FILE" in section
+    assert (REPO / "config" / "fastdds_localhost.xml").is_file()  # installed with config/ (CMakeLists.txt)
+    docs = (REPO / "docs" / "node_interface.md").read_text()
+    assert "## Image QoS" in docs
