@@ -17,7 +17,15 @@ onnxruntime-gpu has it, else CUDA EP); ``--fp16`` selects fp16 graphs / engines.
 
 Each (image size, instruments, implementation) runs in its own subprocess. Per frame: ours
 is one ``track()`` call; official is the time between two frames yielded by
-``propagate_in_video``. The median excludes the prompt frame and ``--warmup`` frames.
+``propagate_in_video``. Steady state (issue #17): per-frame time rises while the memory bank
+fills, so the timed median starts once the bank is full: after the prompt frame and
+``--warmup`` frames (default 6: from frame 7 on both hold num_maskmem = 7 memory frames);
+the early frames' median is reported separately. Both record the memory size that memory
+attention saw on every frame (memory tokens per instrument: frames x h x w + 4 per object
+pointer), and the table shows it for the first timed frame, so that equal sizes are
+checked, not assumed. ``--reduced`` runs ours on the CPU's reduced-precision paths (torch
+bfloat16 autocast, onnxruntime int8 graphs). Every child applies the package's malloc
+tuning (sam2s_ros.allocator) unless ``--untuned-malloc``.
 Nothing is asserted; the issue #6 targets (onnxruntime <= 0.6x torch and <= 0.5x official,
 3 instruments) are printed next to the ratios. Before each run the script waits (bounded)
 for the machine to be quiet and records the load average: other processes on a 2-core
@@ -28,6 +36,7 @@ Usage:
     .venv/bin/python benchmarks/bench_backends.py --quick          # 256² only, a few frames
     .venv/bin/python benchmarks/bench_backends.py --sizes 1024 --timed 5 --warmup 2
     .venv/bin/python benchmarks/bench_backends.py --device cuda --impls torch onnxruntime tensorrt official --fp16
+    .venv/bin/python benchmarks/bench_backends.py --sizes 512 --instruments 3 --reduced --timed 5   # bf16 / int8
 """
 
 from __future__ import annotations
@@ -89,7 +98,19 @@ def make_prompts(gt0, n_instruments: int):
     return [PromptInput(k, PromptMode.NEW, **v) for k, v in official.items()], official
 
 
-def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str, fp16: bool, batching: str):
+def autocast_for(backend: str, fp16: bool, reduced: bool) -> str:
+    """TrackerConfig.autocast_dtype of our ``backend``: float16 with --fp16 (CUDA); with --reduced
+    the CPU's reduced-precision path (torch: bfloat16, onnxruntime: int8 graphs)."""
+    if fp16:
+        return "float16"
+    if reduced:
+        return "bfloat16" if backend == "torch" else "int8"
+    return "none"
+
+
+def tracker_config(
+    size: int, backend: str, onnx_dir: Optional[str], device: str, fp16: bool, batching: str, reduced: bool = False
+):
     from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 
     return TrackerConfig(
@@ -101,19 +122,32 @@ def tracker_config(size: int, backend: str, onnx_dir: Optional[str], device: str
         backend=backend,
         onnx_dir=onnx_dir,
         device=device,
-        autocast_dtype="float16" if fp16 else "none",
+        autocast_dtype=autocast_for(backend, fp16, reduced),
         memory_attention_batching=batching,
         divemem=DiveMemConfig(long_term_enabled=False),
     )
 
 
-def run_ours(job: dict, frames, prompts) -> list[float]:
+def run_ours(job: dict, frames, prompts, memory_tokens: list[int]) -> list[float]:
+    """Per-frame seconds; ``memory_tokens`` gets the largest memory one instrument attended to per frame."""
     from sam2s_ros.tracking.tracker import InstrumentTracker
 
-    cfg = tracker_config(job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"], job["batching"])
+    cfg = tracker_config(
+        job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"], job["batching"], job["reduced"]
+    )
     tracker = InstrumentTracker.from_config(cfg)
+    backend, attend = tracker.backend, tracker.backend.attend_memory
+    hw = (job["size"] // 16) ** 2
+
+    def recording_attend(feats, memory):
+        tokens = memory.mem_valid.sum(1) * hw + memory.ptr_valid.sum(1) * 4  # as SAM 2 splits a pointer
+        memory_tokens[-1] = max(memory_tokens[-1], int(tokens.max()))
+        return attend(feats, memory)
+
+    backend.attend_memory = recording_attend
     times = []
     for i, frame in enumerate(frames):
+        memory_tokens.append(0)
         t0 = time.perf_counter()
         result = tracker.track(frame, prompts if i == 0 else [])
         times.append(time.perf_counter() - t0)
@@ -122,7 +156,8 @@ def run_ours(job: dict, frames, prompts) -> list[float]:
     return times
 
 
-def run_official(job: dict, frames, prompts: dict) -> list[float]:
+def run_official(job: dict, frames, prompts: dict, memory_tokens: list[int]) -> list[float]:
+    """Per-frame seconds; ``memory_tokens`` gets the memory length its memory attention saw per frame."""
     import torch
 
     from sam2s_ros.evaluation.sam2_reference import official_init_state, official_predictor
@@ -130,6 +165,10 @@ def run_official(job: dict, frames, prompts: dict) -> list[float]:
 
     predictor = official_predictor(build_random_model("tiny", job["size"], seed=0).state_dict(), job["size"])
     predictor = predictor.to(job["device"])  # its state follows the model's device
+    seen = []
+    predictor.memory_attention.register_forward_pre_hook(
+        lambda _m, _args, kw: seen.append(int(kw["memory"].shape[0])), with_kwargs=True
+    )
     with tempfile.TemporaryDirectory(prefix="bench_backends_") as tmp, torch.inference_mode():
         state = official_init_state(predictor, frames, pathlib.Path(tmp))
         t = time.perf_counter()
@@ -138,6 +177,8 @@ def run_official(job: dict, frames, prompts: dict) -> list[float]:
         times = []
         for _, _, logits in predictor.propagate_in_video(state):
             _ = logits[:, 0].float().cpu().numpy() > 0  # as ours returns host logits + masks (CUDA tensors: copy first)
+            memory_tokens.append(max(seen, default=0))
+            seen.clear()
             now = time.perf_counter()
             times.append(now - t)
             t = now
@@ -148,12 +189,21 @@ def child_main(job: dict) -> None:
     """Run one configuration; print its result as one tagged JSON line."""
     import torch
 
+    from sam2s_ros.allocator import DISABLE_ENV, tune_allocator
+
+    if job.get("untuned_malloc"):
+        os.environ[DISABLE_ENV] = "0"
+    malloc = tune_allocator()
     torch.set_num_threads(job["threads"])
     frames, gt0 = load_frames(pathlib.Path(job["data"]), 1 + job["warmup"] + job["timed"])
     ours, official = make_prompts(gt0, job["instruments"])
     load_before = os.getloadavg()[0]
-    times = run_official(job, frames, official) if job["impl"] == "official" else run_ours(job, frames, ours)
-    timed = times[1 + job["warmup"] :]
+    tokens: list[int] = []
+    if job["impl"] == "official":
+        times = run_official(job, frames, official, tokens)
+    else:
+        times = run_ours(job, frames, ours, tokens)
+    timed, early = times[1 + job["warmup"] :], times[1 : 1 + job["warmup"]]
     print(
         RESULT_TAG
         + json.dumps(
@@ -162,6 +212,10 @@ def child_main(job: dict) -> None:
                 "frame_times_s": times,
                 "median_s": statistics.median(timed),
                 "min_s": min(timed),
+                "early_median_s": statistics.median(early) if early else None,
+                "memory_tokens": tokens,
+                "first_timed_memory_tokens": tokens[1 + job["warmup"]],
+                "malloc": malloc,
                 "load_before": load_before,
                 "load_after": os.getloadavg()[0],
             }
@@ -171,17 +225,22 @@ def child_main(job: dict) -> None:
 
 
 # ---- parent -------------------------------------------------------------------------------
-def ensure_export(size: int, cache: pathlib.Path, fp16: bool, engines: bool) -> pathlib.Path:
+def ensure_export(size: int, cache: pathlib.Path, fp16: bool, engines: bool, int8: bool = False) -> pathlib.Path:
     """Graphs (and TensorRT engines) of hiera-tiny (random weights, seed 0) at ``size`` in ``cache``."""
     out = cache / f"tiny_{size}"
     manifest = out / "manifest.json"
     fresh = manifest.is_file() and json.loads(manifest.read_text()).get("weights") == "random weights (seed 0)"
-    if not fresh or (fp16 and not (out / "image_encoder.fp16.onnx").is_file()):
+    missing = (fp16 and not (out / "image_encoder.fp16.onnx").is_file()) or (
+        int8 and not (out / "image_encoder.int8.onnx").is_file()
+    )
+    if not fresh or missing:
         from sam2s_ros.export.onnx_export import ExportOptions, export_onnx
 
         t0 = time.perf_counter()
         export_onnx(
-            ExportOptions(out_dir=out, model_size="tiny", image_size=size, random_weights=True, fp16=fp16, force=True)
+            ExportOptions(
+                out_dir=out, model_size="tiny", image_size=size, random_weights=True, fp16=fp16, int8=int8, force=True
+            )
         )
         print(f"exported {size}² graphs to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     if engines:
@@ -222,11 +281,14 @@ def summarize(rows: list[dict]) -> list[dict]:
     """Per (size, instruments): medians of the three implementations and the ratios."""
     out = []
     for key in sorted({(r["size"], r["instruments"]) for r in rows}):
-        med = {r["impl"]: r["median_s"] for r in rows if (r["size"], r["instruments"]) == key}
+        mine = [r for r in rows if (r["size"], r["instruments"]) == key]
+        med = {r["impl"]: r["median_s"] for r in mine}
         s = {
             "size": key[0],
             "instruments": key[1],
             **{f"{k}_s": med.get(k) for k in IMPLS},
+            **{f"{r['impl']}_early_s": r.get("early_median_s") for r in mine},
+            **{f"{r['impl']}_memory_tokens": r.get("first_timed_memory_tokens") for r in mine},
             "ort_vs_torch": ratio(med.get("onnxruntime"), med.get("torch")),
             "ort_vs_official": ratio(med.get("onnxruntime"), med.get("official")),
             "trt_vs_torch": ratio(med.get("tensorrt"), med.get("torch")),
@@ -257,6 +319,15 @@ def table(summary: list[dict]) -> str:
             f"{f(s['official_s'])} | {f(s['ort_vs_torch'], '.2f')} | {f(s['ort_vs_official'], '.2f')} |" + extra
         )
     lines.append(f"targets (3 instruments): ORT/torch <= {TARGETS['torch']}, ORT/official <= {TARGETS['official']}")
+    lines += ["", "| size | instruments | implementation | early frames s/frame | memory tokens (first timed frame) |"]
+    lines.append("|---|---|---|---|---|")
+    for s in summary:
+        for impl in IMPLS:
+            if s.get(f"{impl}_s") is not None:
+                lines.append(
+                    f"| {s['size']}² | {s['instruments']} | {impl} | {f(s.get(f'{impl}_early_s'))} | "
+                    f"{s.get(f'{impl}_memory_tokens')} |"
+                )
     return "\n".join(lines)
 
 
@@ -284,7 +355,12 @@ def parse_args(argv: Optional[list[str]] = None):
         help="fp16 graphs / engines for onnxruntime and tensorrt, float16 autocast for torch (cuda)",
     )
     p.add_argument("--timed", type=int, help=f"timed frames (default per size: {DEFAULT_TIMED})")
-    p.add_argument("--warmup", type=int, default=2, help="untimed frames after the prompt frame (default 2)")
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=6,
+        help="early frames after the prompt frame, reported apart (default 6: the bank is full from frame 7)",
+    )
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default 2)")
     sys.path.insert(0, str(REPO_ROOT))
     from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, TrackerConfig
@@ -294,6 +370,16 @@ def parse_args(argv: Optional[list[str]] = None):
         default=TrackerConfig.memory_attention_batching,
         choices=MEMORY_ATTENTION_BATCHING,
         help="memory_attention_batching of our tracker (default %(default)s, the node default)",
+    )
+    p.add_argument(
+        "--reduced",
+        action="store_true",
+        help="ours on the CPU reduced-precision paths: torch bfloat16 autocast, onnxruntime int8 graphs",
+    )
+    p.add_argument(
+        "--untuned-malloc",
+        action="store_true",
+        help="leave glibc malloc at its defaults (SAM2S_MALLOC_TUNING=0) to measure the allocator's effect",
     )
     p.add_argument("--data", type=pathlib.Path, default=DEFAULT_DATA, help=f"clip folder (default {DEFAULT_DATA})")
     p.add_argument(
@@ -333,7 +419,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     rows = []
     for size in args.sizes:
         needs_graphs = {"onnxruntime", "tensorrt"} & set(args.impls)
-        onnx_dir = ensure_export(size, args.onnx_cache, args.fp16, "tensorrt" in args.impls) if needs_graphs else None
+        onnx_dir = (
+            ensure_export(size, args.onnx_cache, args.fp16, "tensorrt" in args.impls, args.reduced)
+            if needs_graphs
+            else None
+        )
         for n in args.instruments:
             for impl in args.impls:
                 job = dict(
@@ -348,17 +438,22 @@ def main(argv: Optional[list[str]] = None) -> int:
                     data=str(args.data),
                     onnx_dir=str(onnx_dir) if onnx_dir else None,
                     batching=args.batching,
+                    reduced=args.reduced and impl != "official",
+                    untuned_malloc=args.untuned_malloc,
                 )
                 waited = wait_until_quiet(args.quiet_cpu, args.quiet_wait) if args.quiet_wait > 0 else 0.0
                 r = {**run_child(job), "waited_for_quiet_s": round(waited, 1)}
                 print(
                     f"{size}² {n} instrument(s) {impl:12s} median {r['median_s']:.3f} s/frame "
+                    f"(early frames {r['early_median_s'] or 0:.3f}; memory tokens per frame {r['memory_tokens']}) "
                     f"(min {r['min_s']:.3f}, load {r['load_before']:.1f}->{r['load_after']:.1f}, "
                     f"waited {waited:.0f} s for a quiet machine)",
                     flush=True,
                 )
                 rows.append(r)
     summary = summarize(rows)
+    if args.reduced:
+        print("ours on the reduced-precision paths: torch = bfloat16 autocast, onnxruntime = int8 graphs")
     print(table(summary))
     if args.out:
         info = {

@@ -84,7 +84,7 @@ def main() -> int:
     ap.add_argument("--backend", default="torch", choices=("torch",))
     ap.add_argument("--fit-frames", type=int, default=40, help="frames per training sequence for the fit (0 = all)")
     ap.add_argument("--skip-fit", action="store_true")
-    ap.add_argument("--clips", nargs="+", default=list(CLIPS))
+    ap.add_argument("--clips", nargs="*", default=list(CLIPS), help="evaluation clips (none: training fit only)")
     ap.add_argument("--out", type=pathlib.Path, default=None)
     args = ap.parse_args()
     report = {

@@ -39,7 +39,8 @@ class UnknownInstrumentError(PromptError, KeyError):
 
 
 class StateFileError(Sam2sError):
-    """A saved tracker state cannot be loaded (corrupt, other model, other image_size)."""
+    """A tracker state cannot be saved or loaded: invalid file name, not a regular file, exists
+    without overwrite, unwritable, corrupt or unsafe, invalid content, other model or image_size."""
 
 
 class BagError(Sam2sError):

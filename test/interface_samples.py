@@ -155,9 +155,9 @@ def sample_request(name: str):
     if name == "ResetTracker":
         return cls()  # no fields
     if name == "SaveState":
-        return cls(path="/tmp/sam2s_state.pt")
+        return cls(name="case_0423.pt", overwrite=True)
     if name == "LoadState":
-        return cls(path="/data/states/run 1/state.pt")
+        return cls(name="case_0423.pt")
     raise KeyError(f"no sample request for service {name}")
 
 
@@ -170,7 +170,7 @@ def sample_response(name: str):
     if name == "ResetTracker":
         return cls(success=True, reason="reset")
     if name == "SaveState":
-        return cls(success=True, reason="saved 2 instruments")
+        return cls(success=True, reason="saved 2 instruments", path="/root/.ros/sam2s_state/case_0423.pt")
     if name == "LoadState":
         return cls(success=True, reason="loaded", instrument_ids=[1, 2, 65535])
     raise KeyError(f"no sample response for service {name}")

@@ -185,7 +185,7 @@ def test_prompt_stamped_with_a_held_frame_applies_to_that_frame(make_harness, sh
 
 
 def test_services_remove_reset_save_load(make_harness, tmp_path):
-    node, peer = make_harness(label_image_encoding="mono16")
+    node, peer = make_harness(label_image_encoding="mono16", state_dir=str(tmp_path / "states"))
     frame = synthetic_frame()
     peer.publish_until_processed(image_msg(frame, 30.0), WAIT)
     for iid in (1, 300):  # 300 fits the mono16 label image
@@ -198,11 +198,18 @@ def test_services_remove_reset_save_load(make_harness, tmp_path):
     assert label.encoding == "mono16"
     assert set(np.unique(pixels(label, np.uint16))) <= {0, 1, 300}
 
-    state = tmp_path / "state.pt"
-    reply = peer.call(SaveState, "save_state", SaveState.Request(path=str(state)))
-    assert reply.success
+    state = tmp_path / "states" / "state.pt"  # state_dir is created on the first save
+    reply = peer.call(SaveState, "save_state", SaveState.Request(name="state.pt"))
+    assert reply.success, reply.reason
+    assert reply.path == str(state)
     assert state.is_file()
-    assert not peer.call(SaveState, "save_state", SaveState.Request(path="relative.pt")).success
+    reply = peer.call(SaveState, "save_state", SaveState.Request(name="state.pt"))
+    assert not reply.success
+    assert "overwrite" in reply.reason
+    assert peer.call(SaveState, "save_state", SaveState.Request(name="state.pt", overwrite=True)).success
+    reply = peer.call(SaveState, "save_state", SaveState.Request(name=str(tmp_path / "elsewhere.pt")))
+    assert not reply.success
+    assert "invalid state file name" in reply.reason
 
     reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=300))
     assert reply.success
@@ -217,10 +224,10 @@ def test_services_remove_reset_save_load(make_harness, tmp_path):
     assert after.instruments == []
     assert after.frame_index == 0
 
-    reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(state)))
-    assert reply.success
+    reply = peer.call(LoadState, "load_state", LoadState.Request(name="state.pt"))
+    assert reply.success, reply.reason
     assert list(reply.instrument_ids) == [1, 300]
-    reply = peer.call(LoadState, "load_state", LoadState.Request(path=str(tmp_path / "missing.pt")))
+    reply = peer.call(LoadState, "load_state", LoadState.Request(name="missing.pt"))
     assert not reply.success
     assert "missing.pt" in reply.reason
     peer.image_pub.publish(image_msg(frame, 30.3))

@@ -13,12 +13,17 @@ import time
 import cv2
 import numpy as np
 import pytest
+from diagnostic_msgs.msg import DiagnosticStatus
 from geometry_msgs.msg import Point
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from sam2s_ros.msg import Prompt
+from sam2s_ros.node import node as node_module
 from sam2s_ros.node.diagnostics import BAD_INPUT_KINDS
+from sam2s_ros.node.guard import failure_response, run_supervised
 from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.srv import AddPrompt, RemoveInstrument
 
@@ -195,3 +200,82 @@ def test_compressed_transport_bad_and_good_data(harness):
 
 
 # ---- the reporting pieces on their own ----------------------------------------------------
+
+
+def test_unexpected_errors_are_contained_counted_and_the_worker_restarts(harness, monkeypatch):
+    node, peer = harness
+    frame = synthetic_frame()
+    peer.publish_until_processed(image_msg(frame, 1.0), WAIT)
+    assert add(peer, click(1, 40.0, 40.0)).accepted
+    peer.image_pub.publish(image_msg(frame, 1.5))
+    wait_until(lambda: peer.masks_with_stamp(1.5), WAIT, "the prompted frame")
+    assert [m.instrument_id for m in peer.masks_with_stamp(1.5)[0].instruments] == [1]
+
+    # a subscription callback raising something nobody expected
+    def broken_conversion(*args, **kwargs):
+        raise RuntimeError("conversion exploded")
+
+    monkeypatch.setattr(node_module, "image_msg_to_rgb", broken_conversion)
+    peer.image_pub.publish(image_msg(frame, 2.0))
+    wait_until(lambda: int(peer.latest_diag().get("internal_errors", 0)) >= 1, 15, "internal error counted")
+    assert "conversion exploded" in peer.latest_diag()["internal_errors.last"]
+    wait_until(lambda: logged(peer, "internal error in subscription", "conversion exploded"), 10, "logged")
+    monkeypatch.undo()
+
+    # a service callback raising: a failure reply, not a dead executor
+    def broken_remove(instrument_id):
+        raise RuntimeError("remove exploded")
+
+    monkeypatch.setattr(node.tracker, "remove_instrument", broken_remove)
+    reply = peer.call(RemoveInstrument, "remove_instrument", RemoveInstrument.Request(instrument_id=1))
+    assert not reply.success
+    assert "internal error in service remove_instrument" in reply.reason
+    assert "remove exploded" in reply.reason
+    monkeypatch.undo()
+
+    # the worker raising: reported, restarted, tracking goes on
+    real_track, calls = node.tracker.track, []
+
+    def track_failing_once(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("tracker exploded")
+        return real_track(*args, **kwargs)
+
+    monkeypatch.setattr(node.tracker, "track", track_failing_once)
+    peer.image_pub.publish(image_msg(frame, 3.0))
+    wait_until(lambda: peer.latest_diag().get("worker_restarts") == "1", 20, "worker restart in diagnostics")
+    status = [s for m in list(peer.diagnostics) for s in m.status if "sam2s" in s.name][-1]
+    assert status.level == DiagnosticStatus.WARN
+    assert "restarted 1 time" in status.message
+    assert logged(peer, "inference worker restarting", "tracker exploded")
+    peer.publish_until_processed(image_msg(frame, 4.0), WAIT)
+    assert [m.instrument_id for m in peer.masks_with_stamp(4.0)[0].instruments] == [1]
+
+
+def test_failure_response_fits_every_service_type():
+    reason = "internal error in service x: ValueError: bad"
+    reply = failure_response(RemoveInstrument, RemoveInstrument.Request(), reason)
+    assert (reply.success, reply.reason) == (False, reason)
+    assert not failure_response(AddPrompt, AddPrompt.Request(), reason).accepted
+    request = SetParameters.Request(parameters=[ParameterMsg(name="a"), ParameterMsg(name="b")])
+    results = failure_response(SetParameters, request, reason).results
+    assert [(r.successful, r.reason) for r in results] == [(False, reason)] * 2
+    atomic = failure_response(SetParametersAtomically, SetParametersAtomically.Request(), reason)
+    assert (atomic.result.successful, atomic.result.reason) == (False, reason)
+
+
+def test_supervised_worker_restarts_a_bounded_number_of_times():
+    runs, errors = [], []
+
+    def loop():
+        runs.append(1)
+        raise RuntimeError(f"run {len(runs)}")
+
+    def on_error(exc, restarts):
+        errors.append((str(exc), restarts))
+        return restarts < 2
+
+    run_supervised(loop, lambda: False, on_error, backoff_s=0.0)
+    assert len(runs) == 3
+    assert errors == [("run 1", 0), ("run 2", 1), ("run 3", 2)]

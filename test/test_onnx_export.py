@@ -22,6 +22,7 @@ from sam2s_ros.export.contract import (
     DYNAMIC_DIMS,
     GRAPH_FORMAT,
     GRAPHS,
+    INT8_STAGES,
     MANIFEST_FILE,
     META_KEYS,
     bind_dims,
@@ -45,7 +46,7 @@ _EXPORTS: dict[str, object] = {}  # one export per test session, shared across t
 
 
 def export_once(tmp_path_factory):
-    """Export hiera-tiny (random weights, seed 0) at 256, fp32 + fp16; cached for the session.
+    """Export hiera-tiny (random weights, seed 0) at 256, fp32 + fp16 + int8; cached for the session.
 
     Returns:
         sam2s_ros.export.onnx_export.ExportResult.
@@ -53,7 +54,9 @@ def export_once(tmp_path_factory):
     if "result" not in _EXPORTS:
         out = tmp_path_factory.mktemp("onnx") / f"tiny_{IMAGE_SIZE}"
         sam = build_random_model("tiny", IMAGE_SIZE, seed=0)
-        opts = ExportOptions(out_dir=out, model_size="tiny", image_size=IMAGE_SIZE, random_weights=True, fp16=True)
+        opts = ExportOptions(
+            out_dir=out, model_size="tiny", image_size=IMAGE_SIZE, random_weights=True, fp16=True, int8=True
+        )
         _EXPORTS["result"] = export_model(sam, opts, checkpoint_sha256="", weights=WEIGHTS)
     return _EXPORTS["result"]
 
@@ -63,8 +66,13 @@ def exported(tmp_path_factory):
     return export_once(tmp_path_factory)
 
 
-def test_every_graph_in_both_precisions_and_manifest(exported):
-    assert sorted(exported.graphs) == sorted((s, p) for s in GRAPHS for p in ("fp32", "fp16"))
+def test_every_graph_in_every_precision_and_manifest(exported):
+    expected = [(s, p) for s in GRAPHS for p in ("fp32", "fp16")] + [(s, "int8") for s in INT8_STAGES]
+    assert sorted(exported.graphs) == sorted(expected)
+    for stage in INT8_STAGES:  # quantized: integer MatMuls, metadata says int8
+        assert read_metadata(exported.graphs[(stage, "int8")])["precision"] == "int8"
+        ops = {n.op_type for n in onnx.load(str(exported.graphs[(stage, "int8")])).graph.node}
+        assert "MatMulInteger" in ops or "DynamicQuantizeMatMul" in ops, stage
     for path in exported.graphs.values():
         assert path.is_file()
         assert path.parent == exported.out_dir

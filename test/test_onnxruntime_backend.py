@@ -299,9 +299,56 @@ def test_create_backend_builds_onnxruntime_from_the_config(onnx_dir):
     assert backend.precision == "fp32"
     cfg.autocast_dtype = "float16"
     assert create_backend(cfg, model).precision == "fp16"
+    cfg.autocast_dtype = "int8"
+    assert create_backend(cfg, model).precision == "int8"
     cfg.autocast_dtype = "bfloat16"
-    with pytest.raises(BackendError, match="fp32 or fp16 graphs"):
+    with pytest.raises(BackendError, match="no bfloat16 MatMul kernels"):
         create_backend(cfg, model)
+    with pytest.raises(BackendError, match="CPU EP"):
+        OnnxRuntimeBackend(onnx_dir, device="cuda", precision="int8", **_identity())
+
+
+def test_int8_graphs_stay_close_to_fp32(onnx_dir, ort_backend, feats):
+    """int8 stages (dynamic quantization) against the fp32 graphs: same shapes, small relative error.
+
+    On random weights the error is a loose sanity bound (mean 2 %, max 20 % of the output's
+    largest magnitude per stage);
+    the accuracy that matters (J&F on real clips, trained weights) is test_reduced_precision.py's.
+    """
+    int8 = OnnxRuntimeBackend(onnx_dir, precision="int8", num_threads=2, **_identity())
+    image = torch.randn(1, 3, IMAGE_SIZE, IMAGE_SIZE, generator=torch.Generator().manual_seed(5))
+    pairs = list(zip(int8.encode_image(image), ort_backend.encode_image(image)))
+    b, hw = 3, IMAGE_SIZE // 16
+    gen = torch.Generator().manual_seed(6)
+    memory = MemoryInputs(
+        torch.randn(b, 7, 64, hw, hw, generator=gen),
+        torch.arange(7).repeat(b, 1),
+        torch.ones(b, 7, dtype=torch.bool),
+        torch.randn(b, 16, 256, generator=gen),
+        torch.arange(16.0).repeat(b, 1),
+        torch.ones(b, 16, dtype=torch.bool),
+    )
+    pairs.append((int8.attend_memory(feats, memory), ort_backend.attend_memory(feats, memory)))
+    coords, labels = _prompts(b, 2, gen)
+    pix = pairs[-1][1]
+    pairs += list(
+        zip(
+            int8.decode_masks(pix, feats, coords, labels, None, True),
+            ort_backend.decode_masks(pix, feats, coords, labels, None, True),
+        )
+    )
+    mask = torch.zeros(b, 1, IMAGE_SIZE, IMAGE_SIZE)
+    mask[..., 64:160, 64:160] = 1
+    pairs.append(
+        (int8.encode_memory(feats, mask, torch.ones(b))[0], ort_backend.encode_memory(feats, mask, torch.ones(b))[0])
+    )
+    for i, (q, ref) in enumerate(pairs):
+        assert q.shape == ref.shape
+        assert q.dtype == torch.float32
+        scale = float(ref.abs().max()) + 1e-6
+        err = (q - ref).abs()
+        assert float(err.mean()) <= 0.02 * scale, (i, float(err.mean()) / scale)
+        assert float(err.max()) <= 0.2 * scale, (i, float(err.max()) / scale)
 
 
 def test_every_stage_is_covered():

@@ -7,7 +7,8 @@
   warning (sam2s_ros.backends.onnxruntime_backend).
 - "tensorrt": native TensorRT 10 engines built by ``sam2s export --tensorrt`` in
   ``<onnx_dir>/tensorrt`` (sam2s_ros.backends.tensorrt_backend; CUDA only).
-``cfg.autocast_dtype`` "float16" selects fp16 graphs / engines for the non-torch backends.
+``cfg.autocast_dtype`` "float16" selects fp16 graphs / engines for the non-torch backends,
+"int8" the int8 graphs of onnxruntime on CPU (:func:`graph_precision`).
 Runtimes whose libraries are missing raise BackendError naming what to install. The graph
 backends get the optimization-profile limits the configuration needs
 (``contract.profile_dims_for(cfg)``) and, on CUDA, are warmed up here (engine builds).
@@ -20,14 +21,25 @@ import logging
 from sam2s_ros.errors import BackendError
 from sam2s_ros.export.contract import DEFAULT_ONNX_DIR
 
+#: graph precision (contract.PRECISIONS) of each TrackerConfig.autocast_dtype the graph backends run
+GRAPH_PRECISION = {"none": "fp32", "float16": "fp16", "int8": "int8"}
 
-def _graph_precision(cfg) -> str:
+
+def graph_precision(cfg) -> str:
+    """The graph precision of ``cfg.autocast_dtype`` for ``cfg.backend`` (onnxruntime / tensorrt).
+
+    Raises:
+        BackendError: bfloat16 (onnxruntime 1.31's CPU EP has no bfloat16 MatMul kernel, so a
+            bf16 graph cannot load; the torch backend runs bfloat16), or int8 on TensorRT.
+    """
     if cfg.autocast_dtype == "bfloat16":
         raise BackendError(
-            f"backend {cfg.backend!r} runs fp32 or fp16 graphs: set autocast_dtype to "
-            "'none' or 'float16' ('bfloat16' is for the torch backend)"
+            f"backend {cfg.backend!r} runs fp32, fp16 or int8 graphs: onnxruntime's CPU EP has no bfloat16 "
+            "MatMul kernels; set autocast_dtype to 'int8' (onnxruntime, CPU) or use backend 'torch' for 'bfloat16'"
         )
-    return "fp16" if cfg.autocast_dtype == "float16" else "fp32"
+    if cfg.autocast_dtype == "int8" and cfg.backend == "tensorrt":
+        raise BackendError("backend 'tensorrt' builds fp32 or fp16 engines: set autocast_dtype to 'none' or 'float16'")
+    return GRAPH_PRECISION[cfg.autocast_dtype]
 
 
 def create_backend(cfg, model):
@@ -61,12 +73,12 @@ def create_backend(cfg, model):
 
         cuda = CudaOptions(cfg.ort_arena_extend_strategy, cfg.ort_gpu_mem_limit_mb, cfg.ort_cudnn_conv_algo_search)
         backend = OnnxRuntimeBackend(
-            onnx_dir, device=cfg.device, precision=_graph_precision(cfg), cuda_options=cuda, **identity
+            onnx_dir, device=cfg.device, precision=graph_precision(cfg), cuda_options=cuda, **identity
         )
     elif cfg.backend == "tensorrt":
         from sam2s_ros.backends.tensorrt_backend import TensorRTBackend
 
-        backend = TensorRTBackend(onnx_dir, device=cfg.device, precision=_graph_precision(cfg), **identity)
+        backend = TensorRTBackend(onnx_dir, device=cfg.device, precision=graph_precision(cfg), **identity)
     else:
         raise BackendError(f"backend {cfg.backend!r} is not available in this build (torch, onnxruntime, tensorrt)")
     if backend.device.type == "cuda":

@@ -56,6 +56,7 @@ from sam2s_ros.export.contract import (
     PRECISIONS,
     TRT_CACHE_SUBDIR,
     bind_dims,
+    stage_precision,
 )
 
 log = logging.getLogger(__name__)
@@ -156,8 +157,9 @@ class OnnxRuntimeBackend(GraphBackend):
         onnx_dir: folder written by ``sam2s export``.
         image_size, model_size: what the tracker runs (checked against the graphs).
         device: "cpu" or "cuda[:N]".
-        precision: "fp32" (``<stage>.onnx``) or "fp16" (``<stage>.fp16.onnx``; with the
-            TensorRT EP the fp32 graphs are used and TensorRT builds fp16 engines).
+        precision: "fp32" (``<stage>.onnx``), "fp16" (``<stage>.fp16.onnx``; with the
+            TensorRT EP the fp32 graphs are used and TensorRT builds fp16 engines) or "int8"
+            (CPU only: ``<stage>.int8.onnx`` for contract.INT8_STAGES, fp32 for the rest).
         provider: "auto" (CPU on cpu; on cuda the TensorRT EP when it loads, else the CUDA
             EP with a logged warning), "cpu", "cuda" or "tensorrt" (no fallback).
         checkpoint_sha256, weights: identity of the loaded weights (None: not checked).
@@ -190,6 +192,8 @@ class OnnxRuntimeBackend(GraphBackend):
         ort = _import_onnxruntime()
         if precision not in PRECISIONS:
             raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision == "int8" and torch.device(device).type != "cpu":
+            raise BackendError("int8 graphs are for the CPU EP (device cpu); on CUDA use fp16")
         self.device = torch.device(device)
         self.image_size = int(image_size)
         self.onnx_dir = Path(onnx_dir)
@@ -228,10 +232,11 @@ class OnnxRuntimeBackend(GraphBackend):
     def _sessions(self, ort, identity) -> dict:
         model_size, checkpoint_sha256, weights = identity
         graph_precision = "fp32" if self.provider == "tensorrt" else self.precision
-        paths = {s: self.onnx_dir / g.filename(graph_precision) for s, g in GRAPHS.items()}
+        precisions = {s: stage_precision(s, graph_precision) for s in GRAPHS}
+        paths = {s: self.onnx_dir / g.filename(precisions[s]) for s, g in GRAPHS.items()}
         missing = [p.name for p in paths.values() if not p.is_file()]
         if missing:
-            flag = " --fp16" if graph_precision == "fp16" else ""
+            flag = f" --{graph_precision}" if graph_precision != "fp32" else ""
             hint = EXPORT_HINT.format(size=model_size, s=self.image_size, dir=self.onnx_dir)
             raise BackendError(
                 f"onnx_dir {self.onnx_dir} lacks {', '.join(missing)}; re-export with{flag} --force ({hint})"
@@ -241,7 +246,7 @@ class OnnxRuntimeBackend(GraphBackend):
             sess = self._session(ort, path, self.session_options)
             meta = sess.get_modelmeta().custom_metadata_map
             problems = identity_problems(meta, self.image_size, model_size, checkpoint_sha256, weights)
-            if meta.get("stage") != stage or meta.get("precision") != graph_precision:
+            if meta.get("stage") != stage or meta.get("precision") != precisions[stage]:
                 problems.append(f"stage/precision {meta.get('stage')}/{meta.get('precision')}")
             if problems:
                 raise BackendError(f"{path} does not fit: {'; '.join(problems)}; re-export with --force")

@@ -212,8 +212,8 @@ class TensorRTBackend(GraphBackend):
     ):
         self.device = torch.device(device)
         trt = _require_runtime(self.device)
-        if precision not in PRECISIONS:
-            raise BackendError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if precision not in PRECISIONS or precision == "int8":
+            raise BackendError(f"precision must be fp32 or fp16 (engines), got {precision!r}")
         self.image_size, self.onnx_dir, self.precision = int(image_size), Path(onnx_dir), precision
         check_export(self.onnx_dir, self.image_size, model_size, checkpoint_sha256, weights)
         self._no_mem_embed, self._maskmem_pos = load_constants(self.onnx_dir, self.image_size, self.device)

@@ -1,7 +1,8 @@
 """The torch backend: the SAM 2.1 stages (sam2s_ros.model.stages) run by PyTorch.
 
-CPU or CUDA; on CUDA an optional autocast dtype (bfloat16 / float16) wraps every stage.
-Outputs are always returned as float32.
+CPU or CUDA; an optional autocast dtype wraps every stage: bfloat16 on CPU (oneDNN's
+AVX-512 BF16 GEMMs; issue #17) or CUDA, float16 on CUDA. Outputs are always returned as
+float32.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ class TorchBackend:
     Args:
         sam: a ``sam2.modeling.sam2_base.SAM2Base`` (weights loaded, eval mode).
         device: "cpu" or "cuda[:N]".
-        autocast_dtype: "none", "bfloat16" or "float16" (CUDA only).
+        autocast_dtype: "none", "bfloat16" (CPU or CUDA) or "float16" (CUDA only).
 
     Raises:
-        BackendError: CUDA requested but not available, or autocast on CPU.
+        BackendError: CUDA requested but not available, float16 on CPU, or int8 (the int8
+            path is the onnxruntime backend's int8 graphs).
     """
 
     name = "torch"
@@ -36,8 +38,13 @@ class TorchBackend:
                 f"device {device!r} requested but torch sees no CUDA GPU "
                 f"(torch {torch.__version__}); use device:=cpu or install a CUDA build of torch"
             )
-        if autocast_dtype != "none" and not device.startswith("cuda"):
-            raise BackendError("autocast_dtype needs a CUDA device; use 'none' on CPU")
+        if autocast_dtype == "int8":
+            raise BackendError(
+                "autocast_dtype 'int8' runs the int8 graphs of 'sam2s export --int8' on backend 'onnxruntime'; "
+                "the torch backend takes 'none', 'bfloat16' or (CUDA) 'float16'"
+            )
+        if autocast_dtype == "float16" and not device.startswith("cuda"):
+            raise BackendError("autocast_dtype 'float16' needs a CUDA device; use 'none' or 'bfloat16' on CPU")
         self.device = torch.device(device)
         self.sam = sam.to(self.device).eval()
         self.image_size = int(sam.image_size)

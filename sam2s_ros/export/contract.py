@@ -6,9 +6,11 @@ This module is the single source of the I/O names that the exporter
 It imports neither torch nor onnx.
 
 Graphs (one ONNX file per entry of :data:`GRAPHS`, ``<stage>.onnx``; fp16 variants
-``<stage>.fp16.onnx``) plus ``constants.npz`` (``no_mem_embed`` [256] and ``maskmem_pos``
-[1, 64, h, w] float32: the NoMemoryStage addend and the memory positional encoding, both
-constant for a fixed image size) and ``manifest.json`` (the metadata below, file names).
+``<stage>.fp16.onnx``; int8 variants ``<stage>.int8.onnx`` of the stages in
+:data:`INT8_STAGES`, the others run their fp32 graph in an int8 set) plus ``constants.npz``
+(``no_mem_embed`` [256] and ``maskmem_pos`` [1, 64, h, w] float32: the NoMemoryStage addend
+and the memory positional encoding, both constant for a fixed image size) and
+``manifest.json`` (the metadata below, file names).
 
 Why six graphs and not four: the prompt decoder exists twice (``mask_decoder_multi``,
 ``mask_decoder_single``) because SAM 2.1 picks the output mask differently (best of three
@@ -166,7 +168,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
 
     def filename(self, precision: str = "fp32") -> str:
-        """``<stage>.onnx`` (fp32) or ``<stage>.fp16.onnx``."""
+        """``<stage>.onnx`` (fp32), ``<stage>.fp16.onnx`` or ``<stage>.int8.onnx``."""
         return f"{self.stage}.onnx" if precision == "fp32" else f"{self.stage}.{precision}.onnx"
 
     def engine_filename(self) -> str:
@@ -302,7 +304,26 @@ GRAPHS: dict[str, GraphSpec] = {
     for g in (IMAGE_ENCODER, MASK_DECODER_MULTI, MASK_DECODER_SINGLE, MASK_PROMPT, MEMORY_ATTENTION, MEMORY_ENCODER)
 }
 
-PRECISIONS = ("fp32", "fp16")
+#: graph precisions: float32, float16 (CUDA; fp32 I/O) and int8 (CPU: dynamic quantization,
+#: int8 weights of MatMul/Gemm, activations quantized per call; fp32 I/O)
+PRECISIONS = ("fp32", "fp16", "int8")
+#: stages that get an int8 graph; chosen by measurement (benchmarks/README.md, issue #17): on
+#: the 2-core AMD EPYC (AVX-512 VNNI) each of these ran 1.5-2.8x faster than fp32 with
+#: weight-only dynamic quantization, Conv quantization (ConvInteger) was slower
+INT8_STAGES = (
+    "image_encoder",
+    "mask_decoder_multi",
+    "mask_decoder_single",
+    "mask_prompt",
+    "memory_attention",
+    "memory_encoder",
+)
+
+
+def stage_precision(stage: str, precision: str) -> str:
+    """Precision of the graph file a ``precision`` set runs for ``stage`` (int8 sets keep
+    fp32 graphs for stages outside :data:`INT8_STAGES`)."""
+    return "fp32" if precision == "int8" and stage not in INT8_STAGES else precision
 
 
 def model_name(model_size: str) -> str:
@@ -331,6 +352,8 @@ __all__ = [
     "META_KEYS",
     "OPT_DIMS",
     "PRECISIONS",
+    "INT8_STAGES",
+    "stage_precision",
     "TENSORRT_SUBDIR",
     "TRT_CACHE_SUBDIR",
     "TensorSpec",

@@ -5,8 +5,9 @@ contract and why there are six), exported with the TorchScript-based exporter
 (``torch.onnx.export(..., dynamo=False)``), simplified with onnxslim, checked with
 ``onnx.checker`` and stamped with metadata_props (model, image_size, opset, precision,
 checkpoint sha256, weights, sam2s_ros version, stage, graph format). Optional fp16 variants
-keep float32 inputs/outputs. ``constants.npz`` holds what the graphs do not compute
-(no_mem_embed, maskmem_pos) so the runtimes need no torch weights.
+and int8 variants (onnxruntime dynamic quantization of the MatMul/Gemm weights, for the CPU
+EP; stages in ``contract.INT8_STAGES``) keep float32 inputs/outputs. ``constants.npz`` holds
+what the graphs do not compute (no_mem_embed, maskmem_pos) so the runtimes need no torch weights.
 
 Export-only adaptations (torch numerics unchanged, checked by test/test_onnx_export.py):
 * SAM 2's antialiased bilinear downsampling (``F.interpolate(..., antialias=True)`` in
@@ -48,6 +49,7 @@ from sam2s_ros.export.contract import (
     DYNAMIC_DIMS,
     GRAPH_FORMAT,
     GRAPHS,
+    INT8_STAGES,
     MANIFEST_FILE,
     MAX_OPSET,
     MIN_OPSET,
@@ -77,6 +79,8 @@ class ExportOptions:
         random_weights: export random weights (seed ``seed``) for pipeline tests.
         seed: seed of the random weights.
         fp16: also write ``<stage>.fp16.onnx``.
+        int8: also write ``<stage>.int8.onnx`` for the stages in ``contract.INT8_STAGES``
+            (the onnxruntime CPU EP's reduced-precision path, see :func:`quantize_int8`).
         opset: ONNX opset (MIN_OPSET..MAX_OPSET).
         force: replace earlier exports in ``out_dir``.
         simplify: run onnxslim on every graph.
@@ -92,6 +96,7 @@ class ExportOptions:
     random_weights: bool = False
     seed: int = 0
     fp16: bool = False
+    int8: bool = False
     opset: int = DEFAULT_OPSET
     force: bool = False
     simplify: bool = True
@@ -417,6 +422,38 @@ def convert_fp16(src: Path, dst: Path) -> None:
     onnx.save(model, str(dst))
 
 
+#: onnxruntime.quantization.quantize_dynamic settings of the int8 graphs (chosen by measurement,
+#: issue #17): int8 weights per output channel, activations quantized per call (uint8, no
+#: calibration), only MatMul/Gemm with constant weights; attention's activation x activation
+#: MatMuls and Conv stay fp32 (quantizing them was not faster on the AVX-512 VNNI CPU)
+INT8_QUANTIZATION = dict(
+    op_types_to_quantize=["MatMul", "Gemm"],
+    per_channel=True,
+    reduce_range=False,
+    extra_options={"MatMulConstBOnly": True},
+)
+
+
+def quantize_int8(src: Path, dst: Path) -> None:
+    """Write an int8 copy of the fp32 graph ``src`` (dynamic quantization, :data:`INT8_QUANTIZATION`).
+
+    Inputs and outputs stay float32. Raises ExportError when onnxruntime cannot quantize it.
+    """
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # quantize_dynamic logs a pre-processing hint per call on the root logger
+    try:
+        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, **INT8_QUANTIZATION)
+    except Exception as exc:  # onnxruntime.quantization raises plain exceptions of many kinds
+        raise ExportError(f"int8 quantization of {src.name} failed: {exc}") from exc
+    finally:
+        root.setLevel(level)
+
+
 def _toposort(graph) -> None:
     """Sort ``graph.node`` topologically in place (stable; subgraph-free graphs)."""
     known = {i.name for i in graph.input} | {i.name for i in graph.initializer} | {""}
@@ -549,7 +586,7 @@ def export_model(sam: nn.Module, opts: ExportOptions, checkpoint_sha256: str, we
 
     Args:
         sam: SAM2Base (eval, CPU) built at ``opts.image_size``.
-        opts: export options (out_dir, opset, fp16, simplify, force are used here).
+        opts: export options (out_dir, opset, fp16, int8, simplify, force are used here).
         checkpoint_sha256: checkpoint hash ("" for random weights), stored in the metadata.
         weights: weights description (LoadedModel.weights), stored in the metadata.
 
@@ -599,6 +636,11 @@ def _export_stage(module: nn.Module, spec: GraphSpec, folder: Path, opts: Export
         convert_fp16(path, path16)
         finalize_graph(path16, spec, opts.image_size, {**result.metadata, "stage": spec.stage, "precision": "fp16"})
         result.graphs[(spec.stage, "fp16")] = path16
+    if opts.int8 and spec.stage in INT8_STAGES:
+        path8 = folder / spec.filename("int8")
+        quantize_int8(path, path8)
+        finalize_graph(path8, spec, opts.image_size, {**result.metadata, "stage": spec.stage, "precision": "int8"})
+        result.graphs[(spec.stage, "int8")] = path8
 
 
 def _write_constants(sam: nn.Module, image_size: int, path: Path) -> None:
@@ -635,6 +677,7 @@ __all__ = [
     "export_graph",
     "export_model",
     "export_onnx",
+    "quantize_int8",
     "graph_modules",
     "read_metadata",
     "register_export_symbolics",

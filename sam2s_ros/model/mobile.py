@@ -225,3 +225,51 @@ def init_from_mobilesam(sam: nn.Module, path: str) -> list[str]:
         raise CheckpointError(f"{path!r} does not fit sam2s_mobile: unexpected {unknown[:5]}, shape mismatch {bad[:5]}")
     sam.load_state_dict(mapped, strict=False)
     return sorted(set(own) - set(mapped))
+
+
+def build_mobilesam_heads(state: dict[str, torch.Tensor], image_size: int = 1024) -> tuple[nn.Module, nn.Module]:
+    """SAM-1 prompt encoder + mask decoder (``sam2`` classes) strictly loaded from MobileSAM's tensors.
+
+    The plain SAM design (no object-score token, no high-res skips, IoU head without sigmoid),
+    i.e. what MobileSAM was trained as; used by the training-free baseline
+    (:mod:`sam2s_ros.evaluation.readout_baseline`) and the encoder accuracy test.
+
+    Args:
+        state: MobileSAM state dict (``prompt_encoder.*`` and ``mask_decoder.*`` are used).
+        image_size: square input side in pixels the prompts are given in (multiple of 16);
+            the embedding grid is ``image_size // 16``.
+
+    Returns:
+        ``(prompt_encoder, mask_decoder)`` in eval mode on the CPU.
+
+    Raises:
+        RuntimeError: (from ``load_state_dict``) missing or unexpected tensors.
+    """
+    from sam2.modeling.sam.mask_decoder import MaskDecoder
+    from sam2.modeling.sam.prompt_encoder import PromptEncoder
+    from sam2.modeling.sam.transformer import TwoWayTransformer
+
+    grid = image_size // 16
+    pe = PromptEncoder(
+        embed_dim=256, image_embedding_size=(grid, grid), input_image_size=(image_size, image_size), mask_in_chans=16
+    )
+    md = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+        transformer_dim=256,
+        iou_head_depth=3,
+        iou_head_hidden_dim=256,
+        use_high_res_features=False,
+        iou_prediction_use_sigmoid=False,
+        pred_obj_scores=False,
+        pred_obj_scores_mlp=False,
+        use_multimask_token_for_obj_ptr=False,
+    )
+    mapped = mobilesam_to_sam2s_mobile({k: v for k, v in state.items() if not k.startswith("image_encoder.")})
+    pe.load_state_dict(
+        {k[len("sam_prompt_encoder.") :]: v for k, v in mapped.items() if k.startswith("sam_prompt_encoder.")}
+    )
+    md.load_state_dict(
+        {k[len("sam_mask_decoder.") :]: v for k, v in mapped.items() if k.startswith("sam_mask_decoder.")}
+    )
+    return pe.eval(), md.eval()

@@ -60,6 +60,8 @@ def parameter_summary() -> str:
 def main(args: Optional[list[str]] = None) -> int:
     """Run ``sam2s_node`` (see :func:`sam2s_ros.node.node.main`); ``--help`` prints help only.
 
+    glibc malloc is tuned (:func:`sam2s_ros.allocator.tune_allocator`) before the node starts.
+
     Returns:
         Exit code: 0 after ``--help`` or a clean stop, 2 when the node cannot start
         (including a missing Python package, with the install instructions).
@@ -68,6 +70,9 @@ def main(args: Optional[list[str]] = None) -> int:
     if wants_help(argv):
         print(HELP + "\n" + parameter_summary(), end="")
         return EXIT_OK
+    from sam2s_ros.allocator import tune_allocator
+
+    tune_allocator()
     try:
         from sam2s_ros.node.node import main as node_main
     except ModuleNotFoundError as err:

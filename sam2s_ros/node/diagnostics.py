@@ -65,6 +65,9 @@ class StatsSnapshot:
     bad_input: dict[str, int]
     last_reasons: dict[str, str]
     prompts_applied: int
+    internal_errors: int = 0
+    last_internal_error: str = ""
+    worker_restarts: int = 0
 
 
 class NodeStats:
@@ -79,6 +82,9 @@ class NodeStats:
         self._latencies: deque[float] = deque(maxlen=LATENCY_WINDOW)
         self._bad: Counter[str] = Counter({k: 0 for k in BAD_INPUT_KINDS})
         self._last_reason: dict[str, str] = {}
+        self._internal_errors = 0
+        self._last_internal_error = ""
+        self._worker_restarts = 0
 
     def frame_received(self) -> None:
         with self._lock:
@@ -100,6 +106,16 @@ class NodeStats:
             self._bad[kind] += 1
             self._last_reason[kind] = reason
 
+    def internal_error(self, reason: str) -> None:
+        """Count one unexpected error contained by a callback guard or the worker supervisor."""
+        with self._lock:
+            self._internal_errors += 1
+            self._last_internal_error = reason
+
+    def worker_restarted(self) -> None:
+        with self._lock:
+            self._worker_restarts += 1
+
     def snapshot(self) -> StatsSnapshot:
         with self._lock:
             return StatsSnapshot(
@@ -111,6 +127,9 @@ class NodeStats:
                 bad_input=dict(self._bad),
                 last_reasons=dict(self._last_reason),
                 prompts_applied=self._prompts_applied,
+                internal_errors=self._internal_errors,
+                last_internal_error=self._last_internal_error,
+                worker_restarts=self._worker_restarts,
             )
 
 
@@ -187,7 +206,8 @@ def diagnostic_array(
 ) -> DiagnosticArray:
     """One DiagnosticStatus named ``name`` with every counter as a KeyValue.
 
-    Level: ERROR when the worker stopped, WARN with random weights, else OK.
+    Level: ERROR when the worker stopped for good, WARN when it was restarted after an
+    error or with random weights, else OK.
     """
     lat = latency_percentiles_ms(snap.latencies)
     values = {
@@ -216,12 +236,18 @@ def diagnostic_array(
             )
         },
         "resident_memory_mb": f"{resident_memory_mb():.1f}",
+        "internal_errors": str(snap.internal_errors),
+        "internal_errors.last": snap.last_internal_error,
+        "worker_restarts": str(snap.worker_restarts),
         **{f"bad_input.{k}": str(v) for k, v in sorted(snap.bad_input.items())},
         **{f"bad_input.{k}.last_reason": v for k, v in sorted(snap.last_reasons.items())},
     }
     status = DiagnosticStatus(name=name, hardware_id=str(tracker_info.get("device", "")))
     if worker_error:
         status.level, status.message = DiagnosticStatus.ERROR, f"inference worker stopped: {worker_error}"
+    elif snap.worker_restarts:
+        status.level = DiagnosticStatus.WARN
+        status.message = f"inference worker restarted {snap.worker_restarts} time(s) after errors"
     elif "random" in str(tracker_info.get("weights", "")):
         status.level, status.message = DiagnosticStatus.WARN, "random weights: outputs are meaningless"
     else:

@@ -7,15 +7,19 @@ Prompts (topic or service) are checked against the image they refer to, queued, 
 applied by the worker: to the frame with the prompt's stamp while it is still in the ring
 of recent frames, else to the next processed frame. See docs/node_interface.md.
 
+No callback ends the process: every service, subscription and timer callback (rclpy's
+parameter services included) runs inside :class:`~sam2s_ros.node.guard.CallbackGuard`, and
+the worker is restarted (at most WORKER_MAX_RESTARTS times) if it raises. State files are
+read, validated and written off the tracker lock, inside ``state_dir`` only
+(docs/hostile_inputs.md).
+
 Run: ``sam2s_node --ros-args --params-file config/sam2s.yaml``.
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
-import traceback
 from typing import Optional, Sequence
 
 import rclpy
@@ -52,8 +56,11 @@ from sam2s_ros.errors import (
 from sam2s_ros.msg import ClassVocabulary, InstrumentClassArray, InstrumentMaskArray, Prompt
 from sam2s_ros.node.diagnostics import BadInputReporter, NodeStats, RateMeter, diagnostic_array, frame_error_kind
 from sam2s_ros.node.frame_buffer import Frame, FrameBuffer, PromptQueue
+from sam2s_ros.node.guard import CallbackGuard, run_supervised
 from sam2s_ros.node.parameters import declare_parameters, inference_threads, read_parameters
+from sam2s_ros.node.state_store import StateStore
 from sam2s_ros.srv import AddPrompt, LoadState, RemoveInstrument, ResetTracker, SaveState
+from sam2s_ros.tracking import state as tracker_state
 from sam2s_ros.tracking.overlay import render_overlay
 from sam2s_ros.tracking.tracker import InstrumentTracker
 from sam2s_ros.tracking.types import FrameResult, PromptInput, PromptMode
@@ -62,6 +69,9 @@ NODE_NAME = "sam2s_node"
 EXIT_BAD_CONFIG = 2
 WORKER_POLL_S = 0.1  # worker wake-up period when no frame arrives (s)
 WORKER_JOIN_S = 30.0  # longest wait for an in-flight track() at shutdown (s)
+WORKER_MAX_RESTARTS = 5  # the worker is restarted after an unexpected error at most this often
+WORKER_RESTART_BACKOFF_S = 1.0
+EXECUTOR_THREADS = 5  # image, control, state files, diagnostics timer, rclpy's parameter services
 
 
 class Sam2sNode(Node):
@@ -72,6 +82,9 @@ class Sam2sNode(Node):
     """
 
     def __init__(self, **kwargs) -> None:
+        # Before Node.__init__: it creates rclpy's parameter services through create_service.
+        self._stats = NodeStats()
+        self._guard = CallbackGuard(self._stats, lambda text: self.get_logger().error(text))
         super().__init__(NODE_NAME, **kwargs)
         declare_parameters(self)
         self._cfg, self._settings = read_parameters(self)
@@ -88,7 +101,7 @@ class Sam2sNode(Node):
         self._instrument_ids: list[int] = []
         self._frames = FrameBuffer(s.prompt_frame_buffer_size)
         self._prompts: PromptQueue[tuple[PromptInput, int]] = PromptQueue(s.prompt_queue_size)
-        self._stats = NodeStats()
+        self._states = StateStore(s.state_dir)
         self._report = BadInputReporter(self._stats, self.get_logger().warning)
         self._rates = RateMeter()
         self._worker_error: Optional[str] = None
@@ -100,6 +113,23 @@ class Sam2sNode(Node):
         self._publish_vocabulary()
         self._worker = threading.Thread(target=self._run_worker, name="sam2s_inference", daemon=True)
         self._worker.start()
+
+    # ---- every callback guarded -----------------------------------------------------------
+
+    def create_service(self, srv_type, srv_name, callback, **kwargs):
+        """Node.create_service with the callback guarded (a failure reply instead of an exception)."""
+        return super().create_service(srv_type, srv_name, self._guard.service(srv_type, srv_name, callback), **kwargs)
+
+    def create_subscription(self, msg_type, topic, callback, qos_profile, **kwargs):
+        """Node.create_subscription with the callback guarded (logged + counted, never raised)."""
+        guarded = self._guard.callback(f"subscription {topic}", callback)
+        return super().create_subscription(msg_type, topic, guarded, qos_profile, **kwargs)
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+        """Node.create_timer with the callback guarded."""
+        if callback is not None:
+            callback = self._guard.callback("timer", callback)
+        return super().create_timer(timer_period_sec, callback, *args, **kwargs)
 
     # ---- set-up ---------------------------------------------------------------------------
 
@@ -126,7 +156,7 @@ class Sam2sNode(Node):
 
     def _create_inputs(self) -> None:
         s = self._settings
-        image_group, control_group, timer_group = (MutuallyExclusiveCallbackGroup() for _ in range(3))
+        image_group, control_group, state_group, timer_group = (MutuallyExclusiveCallbackGroup() for _ in range(4))
         if s.image_qos == "sensor_data":
             image_qos = qos_profile_sensor_data
         else:
@@ -148,8 +178,9 @@ class Sam2sNode(Node):
             RemoveInstrument, "remove_instrument", self._on_remove_instrument, callback_group=control_group
         )
         self.create_service(ResetTracker, "reset", self._on_reset, callback_group=control_group)
-        self.create_service(SaveState, "save_state", self._on_save_state, callback_group=control_group)
-        self.create_service(LoadState, "load_state", self._on_load_state, callback_group=control_group)
+        # file I/O in its own group: a slow disk delays neither prompts nor tracking
+        self.create_service(SaveState, "save_state", self._on_save_state, callback_group=state_group)
+        self.create_service(LoadState, "load_state", self._on_load_state, callback_group=state_group)
         self.create_timer(s.diagnostics_period, self._publish_diagnostics, callback_group=timer_group)
 
     def _publish_vocabulary(self) -> None:
@@ -268,54 +299,71 @@ class Sam2sNode(Node):
         return response
 
     def _on_save_state(self, request: SaveState.Request, response: SaveState.Response) -> SaveState.Response:
-        if not os.path.isabs(request.path):
-            response.success, response.reason = self._refuse(
-                "state_file", f"path must be absolute, got {request.path!r}"
-            )
-            return response
+        """Snapshot under the lock (cheap), serialise and write atomically without it."""
         try:
+            path = self._states.path_for_save(request.name)
             with self._tracker_lock:
-                self._tracker.save_state(request.path)
+                state = self._tracker.export_state()
+            tracker_state.save_state(path, state, overwrite=bool(request.overwrite))
         except StateFileError as err:
-            response.success, response.reason = self._refuse("state_file", str(err))
+            response.success, response.reason = self._refuse("state_file", f"save_state refused: {err}")
             return response
-        self.get_logger().info(f"tracker state saved to {request.path}")
-        response.success = True
+        self.get_logger().info(f"tracker state saved to {path} ({len(state['instruments'])} instruments)")
+        response.success, response.path = True, path
         return response
 
     def _on_load_state(self, request: LoadState.Request, response: LoadState.Response) -> LoadState.Response:
+        """Read + validate into a new object without the lock; swap it in under the lock."""
         try:
-            with self._tracker_lock:
-                ids = self._tracker.load_state(request.path)
-                self._generation += 1
-                self._instrument_ids = list(self._tracker.instrument_ids)
-                self._prompts.clear()
+            path = self._states.path_for_load(request.name)
+            loaded = self._tracker.read_state(path)
         except StateFileError as err:
-            response.success, response.reason = self._refuse("state_file", str(err))
+            response.success, response.reason = self._refuse(
+                "state_file", f"load_state refused (the running state is unchanged): {err}"
+            )
             return response
-        self.get_logger().info(f"tracker state loaded from {request.path}: instruments {ids}")
+        with self._tracker_lock:
+            ids = self._tracker.adopt_state(loaded)
+            self._generation += 1
+            self._instrument_ids = list(ids)
+            self._prompts.clear()
+        self.get_logger().info(f"tracker state loaded from {path}: instruments {ids}")
         response.success, response.instrument_ids = True, [int(i) for i in ids]
         return response
 
     # ---- worker ---------------------------------------------------------------------------
 
     def _run_worker(self) -> None:
-        """Worker thread: track the newest frame (and frames that stamped prompts refer to)."""
-        try:
-            while not self._stop.is_set():
-                frame = self._frames.take_latest(WORKER_POLL_S)
-                with self._tracker_lock:  # atomic with reset / load_state, which void queued prompts
-                    generation = self._generation
-                    jobs = self._assign_prompts(frame)
-                for target, prompts in jobs:
-                    if self._stop.is_set():
-                        return
-                    self._process(target, prompts, generation)
-        except Exception as err:  # thread boundary: report instead of dying silently
-            if self._stop.is_set() or not self.context.ok():
-                return  # shutting down: publishers may already be gone
-            self._worker_error = f"{type(err).__name__}: {err}"
-            self.get_logger().fatal(f"inference worker stopped:\n{traceback.format_exc()}")
+        """Worker thread: the tracking loop, restarted after an unexpected error (bounded)."""
+        run_supervised(self._worker_loop, self._stopping, self._on_worker_error, WORKER_RESTART_BACKOFF_S)
+
+    def _worker_loop(self) -> None:
+        """Track the newest frame (and frames that stamped prompts refer to) until stopped."""
+        while not self._stop.is_set():
+            frame = self._frames.take_latest(WORKER_POLL_S)
+            with self._tracker_lock:  # atomic with reset / load_state, which void queued prompts
+                generation = self._generation
+                jobs = self._assign_prompts(frame)
+            for target, prompts in jobs:
+                if self._stop.is_set():
+                    return
+                self._process(target, prompts, generation)
+
+    def _stopping(self) -> bool:
+        return self._stop.is_set() or not self.context.ok()
+
+    def _on_worker_error(self, err: BaseException, restarts: int) -> bool:
+        """Report a worker error; True = restart it, False = it stays stopped (diagnostics ERROR)."""
+        reason = self._guard.report("the inference worker", err)
+        if restarts < WORKER_MAX_RESTARTS:
+            self._stats.worker_restarted()
+            self.get_logger().error(
+                f"inference worker restarting ({restarts + 1} of at most {WORKER_MAX_RESTARTS}) after: {reason}"
+            )
+            return True
+        self._worker_error = f"{type(err).__name__}: {err}"
+        self.get_logger().fatal(f"inference worker stopped for good after {WORKER_MAX_RESTARTS} restarts: {reason}")
+        return False
 
     def _assign_prompts(self, frame: Optional[Frame]) -> list[tuple[Frame, list[PromptInput]]]:
         """Pair pending prompts with frames: a held frame by stamp, else ``frame`` (the next one).
@@ -420,7 +468,7 @@ def main(args: Optional[list[str]] = None) -> int:
     node: Optional[Sam2sNode] = None
     try:
         node = Sam2sNode()
-        executor = MultiThreadedExecutor(num_threads=4)
+        executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
         executor.add_node(node)
         executor.spin()
     except (ConfigError, CheckpointError, BackendError) as err:

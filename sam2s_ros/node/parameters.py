@@ -101,6 +101,7 @@ class NodeSettings:
     prompt_queue_size: int
     diagnostics_period: float
     num_threads: int
+    state_dir: str
 
     @property
     def subscribed_image_topic(self) -> str:
@@ -132,7 +133,12 @@ TRACKER_PARAMS: tuple[ParamSpec, ...] = (
         "model input side in pixels, multiple of 32 [SAM 2.1: 1024]",
         (IMAGE_SIZE_MIN, 4096, IMAGE_SIZE_STEP),
     ),
-    ParamSpec("autocast_dtype", _T.autocast_dtype, "mixed precision on CUDA", choices=AUTOCAST_DTYPES),
+    ParamSpec(
+        "autocast_dtype",
+        _T.autocast_dtype,
+        "reduced precision: bfloat16 (torch, CPU/CUDA), float16 (CUDA), int8 (onnxruntime CPU, sam2s export --int8)",
+        choices=AUTOCAST_DTYPES,
+    ),
     ParamSpec("onnx_dir", "", "folder of exported ONNX graphs / engines for non-torch backends; '' = none"),
     ParamSpec("max_instruments", _T.max_instruments, "most instruments tracked at once", (1, 64, 1)),
     ParamSpec(
@@ -259,6 +265,12 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
         0,
         "CPU threads for inference (torch / onnxruntime intra-op); 0 = usable cores - 1, one left for ROS I/O",
         (0, 1024, 1),
+    ),
+    ParamSpec(
+        "state_dir",
+        "",
+        "folder of save_state / load_state files (the services take a file name inside it); "
+        "'' = $ROS_HOME/sam2s_state, else ~/.ros/sam2s_state",
     ),
 )
 

@@ -29,6 +29,7 @@ import sys
 from types import ModuleType
 from typing import Optional, Sequence
 
+from sam2s_ros.allocator import tune_allocator
 from sam2s_ros.errors import Sam2sError
 
 PROG = "sam2s"
@@ -106,7 +107,7 @@ def _exit_code(err: SystemExit) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``sam2s``.
+    """Entry point of ``sam2s`` (glibc malloc is tuned first, see sam2s_ros.allocator).
 
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
@@ -114,6 +115,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns:
         Exit code (see the module docstring); ``--help`` gives 0, bad arguments 2.
     """
+    tune_allocator()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,8 +1,9 @@
 """``sam2s export``: ONNX graphs (and optionally TensorRT engines) of the SAM 2.1 stages.
 
 Writes the six stage graphs of :mod:`sam2s_ros.export.contract` (fp32; with ``--fp16`` also fp16
-variants), ``constants.npz`` and ``manifest.json`` into ``--out``; with ``--tensorrt`` then
-builds native TensorRT engines into ``<out>/tensorrt`` (fp16 kernels with ``--fp16``).
+variants, with ``--int8`` int8 variants for the onnxruntime CPU EP), ``constants.npz`` and
+``manifest.json`` into ``--out``; with ``--tensorrt`` then builds native TensorRT engines into
+``<out>/tensorrt`` (fp16 kernels with ``--fp16``).
 The graphs record model, image size, opset and the checkpoint's sha256; the onnxruntime
 and TensorRT backends refuse graphs that do not fit the tracker configuration.
 
@@ -15,6 +16,7 @@ Usage examples::
     sam2s export --model-size tiny --image-size 512 --checkpoint models/sam2s_tiny.pt --out models/onnx
     sam2s export --model-size tiny --image-size 512 --random-weights --out models/onnx --fp16 --force
     sam2s export --model-size small --image-size 1024 --checkpoint ckpt.pt --out models/onnx --fp16 --tensorrt
+    sam2s export --model-size sam2s_mobile --image-size 512 --checkpoint models/sam2s_mobile.safetensors --int8
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import argparse
 from pathlib import Path
 
 from sam2s_ros.export.contract import DEFAULT_ONNX_DIR, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
-from sam2s_ros.tracking.config import MODEL_SIZES, DiveMemConfig, TrackerConfig
+from sam2s_ros.tracking.config import MODEL_SIZES, DiveMemConfig, TrackerConfig, model_name
 
 COMMAND = "export"
 DEFAULT_OUT = Path(DEFAULT_ONNX_DIR)
@@ -66,6 +68,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--fp16",
         action="store_true",
         help="also write fp16 graphs (<stage>.fp16.onnx); with --tensorrt build fp16 engines",
+    )
+    p.add_argument(
+        "--int8",
+        action="store_true",
+        help="also write int8 graphs (<stage>.int8.onnx, onnxruntime CPU: autocast_dtype int8)",
     )
     p.add_argument(
         "--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default %(default)s)"
@@ -116,6 +123,7 @@ def run(args: argparse.Namespace) -> int:
         random_weights=args.random_weights,
         seed=args.seed,
         fp16=args.fp16,
+        int8=args.int8,
         opset=args.opset,
         force=args.force,
         simplify=not args.no_simplify,
@@ -131,8 +139,8 @@ def run(args: argparse.Namespace) -> int:
 
         require_tensorrt()  # before minutes of ONNX export
     print(
-        f"exporting sam2.1_hiera_{opts.model_size} at {opts.image_size}x{opts.image_size} "
-        f"(opset {opts.opset}{', fp16 too' if opts.fp16 else ''}) to {opts.out_dir} ...",
+        f"exporting {model_name(opts.model_size)} at {opts.image_size}x{opts.image_size} (opset {opts.opset}"
+        f"{', fp16 too' if opts.fp16 else ''}{', int8 too' if opts.int8 else ''}) to {opts.out_dir} ...",
         flush=True,
     )
     result = export_onnx(opts)

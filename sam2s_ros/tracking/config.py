@@ -21,7 +21,10 @@ MOBILE_MODEL = "sam2s_mobile"
 MODEL_SIZES = (*SAM21_SIZES, MOBILE_MODEL)
 MEMORY_ATTENTION_BATCHING = ("auto", "batched", "per_instrument")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
-AUTOCAST_DTYPES = ("none", "bfloat16", "float16")
+#: reduced precision (TrackerConfig.autocast_dtype): bfloat16 = torch autocast (CPU, CUDA);
+#: float16 = torch autocast / fp16 graphs / fp16 engines (CUDA); int8 = the int8 graphs of
+#: ``sam2s export --int8`` (onnxruntime on CPU)
+AUTOCAST_DTYPES = ("none", "bfloat16", "float16", "int8")
 #: onnxruntime CUDA EP settings (backend onnxruntime on cuda)
 ORT_ARENA_EXTEND_STRATEGIES = ("kSameAsRequested", "kNextPowerOfTwo")
 ORT_CUDNN_CONV_ALGO_SEARCH = ("HEURISTIC", "EXHAUSTIVE", "DEFAULT")
@@ -115,7 +118,9 @@ class TrackerConfig:
         seed: torch seed for random weights.
         backend: "torch", "onnxruntime" or "tensorrt".
         device: "cpu" or "cuda[:N]".
-        autocast_dtype: "none", "bfloat16" or "float16" (CUDA only).
+        autocast_dtype: reduced precision, one of AUTOCAST_DTYPES: "none" (fp32),
+            "bfloat16" (torch backend, CPU or CUDA), "float16" (CUDA: torch autocast, fp16
+            graphs / engines) or "int8" (onnxruntime backend on CPU: int8 graphs).
         onnx_dir: folder with exported ONNX graphs / engines for non-torch backends.
         max_instruments: most instruments tracked at once.
         mask_threshold: logit threshold for binary masks [0.0].
@@ -128,9 +133,9 @@ class TrackerConfig:
             common size (padded keys masked); "per_instrument" = one call per instrument on
             its own unpadded memory (same masks to float tolerance); "auto" = batched on
             CUDA, per instrument on CPU. On a CPU the batched call can be slower, because
-            glibc malloc mmaps and page-faults its larger temporaries on every call;
-            MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ remove the gap (measurements
-            and settings: docs/backends.md).
+            glibc malloc mmaps and page-faults its larger temporaries on every call with
+            its default settings; sam2s_node and sam2s tune malloc at start
+            (sam2s_ros.allocator), which removes the gap (measurements: docs/backends.md).
         ort_arena_extend_strategy: onnxruntime CUDA EP arena growth ["kSameAsRequested";
             onnxruntime's default kNextPowerOfTwo doubles it beside torch's allocator].
         ort_gpu_mem_limit_mb: onnxruntime CUDA EP arena limit in MiB, 0 = none.

@@ -38,8 +38,12 @@ from sam2s_ros.tracking.config import DiveMemConfig
 
 #: temporal position encodings in SAM 2.1 checkpoints (maskmem_tpos_enc rows, num_maskmem = 7)
 MODEL_NUM_MASKMEM = 7
+#: channels of a spatial memory (SAM 2.1 mem_dim) and size of an object pointer (hidden_dim)
+MEM_DIM, OBJ_PTR_DIM = 64, 256
+#: stride of the image-encoder features that memories live on: the grid side is image_size // 16
+FEATURE_STRIDE = 16
 
-_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+MEMORY_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 @dataclass
@@ -48,8 +52,8 @@ class MemoryEntry:
 
     Attributes:
         frame_idx: tracker frame index of the frame.
-        maskmem: [64, h, w] spatial memory features (storage dtype, e.g. bfloat16).
-        obj_ptr: [256] float32 object pointer.
+        maskmem: [MEM_DIM=64, h, w] spatial memory features (storage dtype, e.g. bfloat16).
+        obj_ptr: [OBJ_PTR_DIM=256] float32 object pointer.
         object_score: object-score logit (> 0 visible).
         iou: predicted IoU of the mask.
     """
@@ -68,16 +72,6 @@ class MemoryEntry:
             "object_score": self.object_score,
             "iou": self.iou,
         }
-
-    @classmethod
-    def from_state(cls, d: dict, device: torch.device) -> "MemoryEntry":
-        return cls(
-            int(d["frame_idx"]),
-            d["maskmem"].to(device),
-            d["obj_ptr"].to(device),
-            float(d["object_score"]),
-            float(d["iou"]),
-        )
 
 
 def most_diverse_index(candidates: torch.Tensor, held: torch.Tensor) -> int:
@@ -101,7 +95,7 @@ class InstrumentMemory:
 
     def __init__(self, cfg: DiveMemConfig):
         self.cfg = cfg
-        self.storage_dtype = _DTYPES[cfg.memory_dtype]
+        self.storage_dtype = MEMORY_DTYPES[cfg.memory_dtype]
         self.cond: "OrderedDict[int, MemoryEntry]" = OrderedDict()
         self.short_term: deque[MemoryEntry] = deque(maxlen=cfg.num_maskmem - 1)
         self.recent_ptrs: deque[tuple[int, torch.Tensor]] = deque(maxlen=max(cfg.max_obj_ptrs - 1, 0))
@@ -209,15 +203,23 @@ class InstrumentMemory:
         }
 
     @classmethod
-    def from_state(cls, cfg: DiveMemConfig, d: dict, device: torch.device) -> "InstrumentMemory":
+    def from_parts(
+        cls,
+        cfg: DiveMemConfig,
+        cond: list[MemoryEntry],
+        short_term: list[MemoryEntry],
+        recent_ptrs: list[tuple[int, torch.Tensor]],
+        long_term: list[MemoryEntry],
+        candidates: list[MemoryEntry],
+    ) -> "InstrumentMemory":
+        """A memory bank holding already validated entries (see sam2s_ros.tracking.state)."""
         m = cls(cfg)
-        for s in d["cond"]:
-            e = MemoryEntry.from_state(s, device)
+        for e in cond:
             m.cond[e.frame_idx] = e
-        m.short_term.extend(MemoryEntry.from_state(s, device) for s in d["short_term"])
-        m.recent_ptrs.extend((int(f), p.to(device)) for f, p in d["recent_ptrs"])
-        m.long_term.extend(MemoryEntry.from_state(s, device) for s in d["long_term"])
-        m.candidates = [MemoryEntry.from_state(s, device) for s in d["candidates"]]
+        m.short_term.extend(short_term)
+        m.recent_ptrs.extend(recent_ptrs)
+        m.long_term.extend(long_term)
+        m.candidates = list(candidates)
         return m
 
 
@@ -244,10 +246,10 @@ def build_memory_inputs(
     """
     gathered = [m.gather(frame_idx) for m in memories]
     b, n_f, n_p = len(memories), max(len(g[0]) for g in gathered), max(len(g[1]) for g in gathered)
-    mem_feats = torch.zeros(b, n_f, 64, feat_hw, feat_hw, device=device)
+    mem_feats = torch.zeros(b, n_f, MEM_DIM, feat_hw, feat_hw, device=device)
     tpos = torch.zeros(b, n_f, dtype=torch.int64, device=device)
     mem_valid = torch.zeros(b, n_f, dtype=torch.bool, device=device)
-    ptrs = torch.zeros(b, max(n_p, 1), 256, device=device)
+    ptrs = torch.zeros(b, max(n_p, 1), OBJ_PTR_DIM, device=device)
     ptr_pos = torch.zeros(b, max(n_p, 1), device=device)
     ptr_valid = torch.zeros(b, max(n_p, 1), dtype=torch.bool, device=device)
     t_diff_max = max(max_obj_ptrs - 1, 1)

@@ -32,7 +32,7 @@ from sam2s_ros.errors import PromptError, Sam2sError, UnknownInstrumentError
 from sam2s_ros.tracking import prompts as prompt_ops
 from sam2s_ros.tracking import state as tracker_state
 from sam2s_ros.tracking.config import TrackerConfig, model_name
-from sam2s_ros.tracking.memory_bank import InstrumentMemory, build_memory_inputs
+from sam2s_ros.tracking.memory_bank import FEATURE_STRIDE, InstrumentMemory, build_memory_inputs
 from sam2s_ros.tracking.preprocess import check_frame, to_model_input
 from sam2s_ros.tracking.state import InstrumentState
 from sam2s_ros.tracking.types import (
@@ -329,7 +329,7 @@ class InstrumentTracker:
         return build_memory_inputs(
             [self._instruments[i].memory for i in ids],
             self._frame_index,
-            self.image_size // 16,
+            self.image_size // FEATURE_STRIDE,
             self.cfg.divemem.max_obj_ptrs,
             self.device,
         )
@@ -391,22 +391,53 @@ class InstrumentTracker:
     def _state_identity(self) -> tracker_state.StateIdentity:
         return tracker_state.StateIdentity(self.cfg.model_size, self.image_size, self.checkpoint_sha256)
 
-    def save_state(self, path: str) -> None:
-        """Write every instrument's memory bank and the frame counter to ``path`` (torch file).
+    def state_spec(self) -> tracker_state.StateSpec:
+        """What a state file must match to be loaded into this tracker (identity, shapes, limits)."""
+        return tracker_state.StateSpec(
+            identity=self._state_identity(),
+            divemem=self.cfg.divemem,
+            feat_hw=self.image_size // FEATURE_STRIDE,
+            max_instruments=self.cfg.max_instruments,
+            num_classes=self.semantic_head.num_classes if self.semantic_head is not None else 0,
+            class_smoothing_frames=self.cfg.class_smoothing_frames,
+            device=self.device,
+        )
+
+    def export_state(self) -> dict:
+        """The whole state as plain values and CPU tensors (for :func:`tracking.state.save_state`).
+
+        Cheap on CPU (tensors are shared, never changed in place): call it under the lock
+        that serialises the tracker, then serialise and write the result without it.
+        """
+        return tracker_state.state_dict(self._state_identity(), self._frame_index, self._instruments.values())
+
+    def read_state(self, path: str) -> tracker_state.LoadedState:
+        """Read and completely validate a state file; the tracker is not touched (no lock needed).
 
         Raises:
-            StateFileError: the file cannot be written.
+            StateFileError: see :func:`sam2s_ros.tracking.state.load_state`.
         """
-        tracker_state.save_state(path, self._state_identity(), self._frame_index, self._instruments.values())
+        return tracker_state.load_state(path, self.state_spec())
+
+    def adopt_state(self, loaded: tracker_state.LoadedState) -> list[int]:
+        """Replace the tracker state by a validated one (from :meth:`read_state`); returns the ids."""
+        self._instruments, self._frame_index = dict(loaded.instruments), loaded.frame_index
+        return self.instrument_ids
+
+    def save_state(self, path: str, overwrite: bool = True) -> None:
+        """Write every instrument's memory bank and the frame counter to ``path`` (atomic torch file).
+
+        Raises:
+            StateFileError: the file cannot be written, is not a regular file, or exists and
+                ``overwrite`` is False.
+        """
+        tracker_state.save_state(path, self.export_state(), overwrite)
 
     def load_state(self, path: str) -> list[int]:
         """Replace the tracker state by one saved with :meth:`save_state`; returns the ids.
 
         Raises:
-            StateFileError: missing/corrupt file, not a tracker state, or saved with another
-                model size, image size or checkpoint (the current state is then unchanged).
+            StateFileError: missing/corrupt/invalid file, not a tracker state, or saved with
+                another model size, image size or checkpoint (the current state is then unchanged).
         """
-        self._instruments, self._frame_index = tracker_state.load_state(
-            path, self._state_identity(), self.cfg.divemem, self.device, self.cfg.class_smoothing_frames
-        )
-        return self.instrument_ids
+        return self.adopt_state(self.read_state(path))
