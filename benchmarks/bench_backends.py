@@ -2,7 +2,8 @@
 """Issue #6 benchmark: per-frame time of our torch and onnxruntime backends and the official
 SAM 2.1 video predictor on CPU, in one run.
 
-Same weights (random hiera-tiny, seed 0; or with --model-size sam2s_mobile, ours on the embedded checkpoint), same real frames (../shared/data/cholecseg8k_clip),
+Same weights (random hiera-tiny, seed 0; with --model-size sam2s_mobile ours runs the embedded
+checkpoint), same real frames (../shared/data/cholecseg8k_clip),
 same prompts on frame 0 (grasper click, tissue box, another click), tracker in the SAM 2.1
 setting (long-term memory off, no hole filling; as test/test_tracker_parity.py):
 
