@@ -2,7 +2,8 @@
 """Issue #6 benchmark: per-frame time of our torch and onnxruntime backends and the official
 SAM 2.1 video predictor on CPU, in one run.
 
-Same random hiera-tiny weights (seed 0), same real frames (../shared/data/cholecseg8k_clip),
+Same weights (random hiera-tiny, seed 0; with --model-size sam2s_mobile ours runs the embedded
+checkpoint), same real frames (../shared/data/cholecseg8k_clip),
 same prompts on frame 0 (grasper click, tissue box, another click), tracker in the SAM 2.1
 setting (long-term memory off, no hole filling; as test/test_tracker_parity.py):
 
@@ -57,6 +58,9 @@ from typing import Optional
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 SHARED_DIR = pathlib.Path(os.environ.get("SAM2S_SHARED_DIR", REPO_ROOT.parent / "shared"))
 DEFAULT_DATA = SHARED_DIR / "data" / "cholecseg8k_clip"
+#: ours with --model-size sam2s_mobile runs the shipped embedded checkpoint (models/sam2s_mobile.md)
+MOBILE_MODEL_SIZE = "sam2s_mobile"
+EMBEDDED_CHECKPOINT = REPO_ROOT / "models" / "sam2s_mobile.safetensors"
 IMPLS = ("torch", "onnxruntime", "official", "tensorrt")
 CPU_IMPLS = ("torch", "onnxruntime", "official")  # the default; tensorrt needs --device cuda
 RESULT_TAG = "BENCH_RESULT "
@@ -108,15 +112,29 @@ def autocast_for(backend: str, fp16: bool, reduced: bool) -> str:
     return "none"
 
 
+def model_weights(model_size: str) -> Optional[str]:
+    """Checkpoint of ours for ``model_size``: the embedded file for sam2s_mobile, None (random, seed 0) else."""
+    return str(EMBEDDED_CHECKPOINT) if model_size == MOBILE_MODEL_SIZE else None
+
+
 def tracker_config(
-    size: int, backend: str, onnx_dir: Optional[str], device: str, fp16: bool, batching: str, reduced: bool = False
+    size: int,
+    backend: str,
+    onnx_dir: Optional[str],
+    device: str,
+    fp16: bool,
+    batching: str,
+    reduced: bool = False,
+    model_size: str = "tiny",
 ):
     from sam2s_ros.tracking.config import DiveMemConfig, TrackerConfig
 
+    checkpoint = model_weights(model_size)
     return TrackerConfig(
-        model_size="tiny",
+        model_size=model_size,
         image_size=size,
-        allow_random_weights=True,
+        checkpoint=checkpoint or "",
+        allow_random_weights=checkpoint is None,
         seed=0,
         fill_hole_area=0,
         backend=backend,
@@ -133,7 +151,14 @@ def run_ours(job: dict, frames, prompts, memory_tokens: list[int]) -> list[float
     from sam2s_ros.tracking.tracker import InstrumentTracker
 
     cfg = tracker_config(
-        job["size"], job["impl"], job["onnx_dir"], job["device"], job["fp16"], job["batching"], job["reduced"]
+        job["size"],
+        job["impl"],
+        job["onnx_dir"],
+        job["device"],
+        job["fp16"],
+        job["batching"],
+        job["reduced"],
+        job.get("model_size", "tiny"),
     )
     tracker = InstrumentTracker.from_config(cfg)
     backend, attend = tracker.backend, tracker.backend.attend_memory
@@ -225,11 +250,15 @@ def child_main(job: dict) -> None:
 
 
 # ---- parent -------------------------------------------------------------------------------
-def ensure_export(size: int, cache: pathlib.Path, fp16: bool, engines: bool, int8: bool = False) -> pathlib.Path:
-    """Graphs (and TensorRT engines) of hiera-tiny (random weights, seed 0) at ``size`` in ``cache``."""
-    out = cache / f"tiny_{size}"
+def ensure_export(
+    size: int, cache: pathlib.Path, fp16: bool, engines: bool, int8: bool = False, model_size: str = "tiny"
+) -> pathlib.Path:
+    """Graphs (and TensorRT engines) of ``model_size`` (:func:`model_weights`) at ``size`` in ``cache``."""
+    out = cache / f"{model_size}_{size}"
     manifest = out / "manifest.json"
-    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("weights") == "random weights (seed 0)"
+    checkpoint = model_weights(model_size)
+    weights = f"checkpoint {checkpoint}" if checkpoint else "random weights (seed 0)"
+    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("weights") == weights
     missing = (fp16 and not (out / "image_encoder.fp16.onnx").is_file()) or (
         int8 and not (out / "image_encoder.int8.onnx").is_file()
     )
@@ -239,7 +268,14 @@ def ensure_export(size: int, cache: pathlib.Path, fp16: bool, engines: bool, int
         t0 = time.perf_counter()
         export_onnx(
             ExportOptions(
-                out_dir=out, model_size="tiny", image_size=size, random_weights=True, fp16=fp16, int8=int8, force=True
+                out_dir=out,
+                model_size=model_size,
+                image_size=size,
+                checkpoint=checkpoint,
+                random_weights=checkpoint is None,
+                fp16=fp16,
+                int8=int8,
+                force=True,
             )
         )
         print(f"exported {size}² graphs to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -362,6 +398,13 @@ def parse_args(argv: Optional[list[str]] = None):
         help="early frames after the prompt frame, reported apart (default 6: the bank is full from frame 7)",
     )
     p.add_argument("--threads", type=int, default=2, help="torch / onnxruntime threads (default 2)")
+    p.add_argument(
+        "--model-size",
+        default="tiny",
+        choices=["tiny", MOBILE_MODEL_SIZE],
+        help="ours: tiny (random weights, seed 0) or sam2s_mobile (the embedded checkpoint models/"
+        "sam2s_mobile.safetensors); the official predictor always runs SAM 2.1 tiny (random, seed 0)",
+    )
     sys.path.insert(0, str(REPO_ROOT))
     from sam2s_ros.tracking.config import MEMORY_ATTENTION_BATCHING, TrackerConfig
 
@@ -420,7 +463,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     for size in args.sizes:
         needs_graphs = {"onnxruntime", "tensorrt"} & set(args.impls)
         onnx_dir = (
-            ensure_export(size, args.onnx_cache, args.fp16, "tensorrt" in args.impls, args.reduced)
+            ensure_export(size, args.onnx_cache, args.fp16, "tensorrt" in args.impls, args.reduced, args.model_size)
             if needs_graphs
             else None
         )
@@ -440,6 +483,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     batching=args.batching,
                     reduced=args.reduced and impl != "official",
                     untuned_malloc=args.untuned_malloc,
+                    model_size=args.model_size if impl != "official" else "tiny",
                 )
                 waited = wait_until_quiet(args.quiet_cpu, args.quiet_wait) if args.quiet_wait > 0 else 0.0
                 r = {**run_child(job), "waited_for_quiet_s": round(waited, 1)}

@@ -40,6 +40,7 @@ HEADER_TYPE = "std_msgs/msg/Header"
 POINT_TYPE = "geometry_msgs/msg/Point"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+ROI_TYPE = "sensor_msgs/msg/RegionOfInterest"
 PROMPT_TYPE = f"{PACKAGE}/msg/Prompt"
 MASK_TYPE = f"{PACKAGE}/msg/InstrumentMask"
 MASK_ARRAY_TYPE = f"{PACKAGE}/msg/InstrumentMaskArray"
@@ -79,6 +80,11 @@ ARRAY_ENCODINGS: tuple[str, ...] = ("rgb8", "bgr8", "mono8", "8UC1", "mono16", "
 MASK_ENCODINGS: tuple[str, ...] = tuple(e for e in ARRAY_ENCODINGS if ENCODINGS[e][1] == 1)
 # Label image encodings the node can publish (0 background, pixel = instrument id).
 LABEL_ENCODINGS: tuple[str, ...] = ("mono8", "mono16")
+# How InstrumentMask.mask is published: cropped to the instrument's box (with its offset in
+# the source image) or at the full source size. See msg/InstrumentMask.msg.
+MASK_FORMAT_CROPPED = "cropped"
+MASK_FORMAT_FULL = "full"
+MASK_FORMATS: tuple[str, ...] = (MASK_FORMAT_CROPPED, MASK_FORMAT_FULL)
 
 
 class UnsupportedEncodingError(FrameError):
@@ -119,7 +125,7 @@ def rclpy_types() -> MessageTypes:
     """The rclpy message classes (imported on first use)."""
     from builtin_interfaces.msg import Time
     from geometry_msgs.msg import Point
-    from sensor_msgs.msg import CompressedImage, Image
+    from sensor_msgs.msg import CompressedImage, Image, RegionOfInterest
     from std_msgs.msg import Header
 
     from sam2s_ros import msg
@@ -130,6 +136,7 @@ def rclpy_types() -> MessageTypes:
         POINT_TYPE: Point,
         IMAGE_TYPE: Image,
         COMPRESSED_IMAGE_TYPE: CompressedImage,
+        ROI_TYPE: RegionOfInterest,
         PROMPT_TYPE: msg.Prompt,
         MASK_TYPE: msg.InstrumentMask,
         MASK_ARRAY_TYPE: msg.InstrumentMaskArray,
@@ -420,18 +427,63 @@ def mask_from_msg(msg: Any) -> Optional[np.ndarray]:
 
 
 # ---- results ---------------------------------------------------------------------------
+def roi_msg(bbox: Sequence[int], types: Optional[MessageTypes] = None) -> Any:
+    """``sensor_msgs/msg/RegionOfInterest`` of a box (x0, y0, x1, y1), inclusive-exclusive pixel indices.
+
+    Columns x0 .. x1 - 1 and rows y0 .. y1 - 1; an all-zero box (empty mask) gives an all-zero ROI.
+    """
+    x0, y0, x1, y1 = (int(v) for v in bbox)
+    return _types(types).new(
+        ROI_TYPE, x_offset=x0, y_offset=y0, width=max(0, x1 - x0), height=max(0, y1 - y0), do_rectify=False
+    )
+
+
+def roi_to_bbox(roi: Any) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) inclusive-exclusive pixel indices of a RegionOfInterest (either flavour)."""
+    x, y = int(roi.x_offset), int(roi.y_offset)
+    return x, y, x + int(roi.width), y + int(roi.height)
+
+
+def _mask_image(r: InstrumentResult, header: Any, t: MessageTypes, mask_format: str) -> tuple[Any, int, int]:
+    """(mono8 Image, x offset, y offset) of one instrument's mask, cropped to its box or full."""
+    if mask_format == MASK_FORMAT_FULL:
+        return image_msg(r.mask.astype(np.uint8) * np.uint8(255), "mono8", header, t), 0, 0
+    if mask_format != MASK_FORMAT_CROPPED:
+        raise ValueError(f"mask_format must be one of {', '.join(MASK_FORMATS)}, got {mask_format!r}")
+    x0, y0, x1, y1 = (int(v) for v in r.bbox)
+    crop = r.mask[y0:y1, x0:x1].astype(np.uint8) * np.uint8(255)  # [0, 0] for an empty mask
+    return image_msg(np.ascontiguousarray(crop), "mono8", header, t), x0, y0
+
+
 def masks_msg(
-    result: FrameResult, header: Any, latency: float, with_mask_images: bool, types: Optional[MessageTypes] = None
+    result: FrameResult,
+    header: Any,
+    latency: float,
+    with_mask_images: bool,
+    types: Optional[MessageTypes] = None,
+    mask_format: str = MASK_FORMAT_CROPPED,
 ) -> Any:
-    """FrameResult -> InstrumentMaskArray (masks at source size; mono8 255/0 when wanted)."""
+    """FrameResult -> InstrumentMaskArray.
+
+    Args:
+        result: the tracker's output (masks at source size, boxes inclusive-exclusive).
+        header: the source image's header (same flavour).
+        latency: seconds from receipt to publication.
+        with_mask_images: False publishes no mask images (width 0, encoding "").
+        types: message flavour (default rclpy).
+        mask_format: ``cropped`` (each mono8 mask covers its ROI, offsets = ROI offset)
+            or ``full`` (source size, offsets 0); see msg/InstrumentMask.msg.
+
+    Raises:
+        ValueError: unknown ``mask_format``.
+    """
     t = _types(types)
     instruments = []
     for r in result.instruments:
         if with_mask_images:
-            mask = image_msg(r.mask.astype(np.uint8) * np.uint8(255), "mono8", header, t)
+            mask, x_off, y_off = _mask_image(r, header, t, mask_format)
         else:
-            mask = _no_image_msg(header, t)
-        x0, y0, x1, y1 = (int(v) for v in r.bbox)
+            mask, x_off, y_off = _no_image_msg(header, t), 0, 0
         instruments.append(
             t.new(
                 MASK_TYPE,
@@ -443,20 +495,59 @@ def masks_msg(
                 predicted_iou=float(r.predicted_iou),
                 object_score=float(r.object_score),
                 visible=bool(r.visible),
-                bbox_x0=x0,
-                bbox_y0=y0,
-                bbox_x1=x1,
-                bbox_y1=y1,
+                roi=roi_msg(r.bbox, t),
+                mask_x_offset=x_off,
+                mask_y_offset=y_off,
                 mask=mask,
             )
         )
+    h, w = (int(v) for v in result.image_hw)
     return t.new(
         MASK_ARRAY_TYPE,
         header=header,
+        image_width=w,
+        image_height=h,
         instruments=instruments,
         latency=float(latency),
         frame_index=int(result.frame_index),
     )
+
+
+def mask_published(instrument: Any) -> bool:
+    """False when the node published no mask image for an InstrumentMask (publish_masks_images off)."""
+    return bool(instrument.mask.encoding)
+
+
+def instrument_mask(instrument: Any, image_hw: tuple[int, int]) -> np.ndarray:
+    """An InstrumentMask's mask pasted into the full source frame (cropped or full format).
+
+    Args:
+        instrument: ``sam2s_ros/msg/InstrumentMask`` (either flavour).
+        image_hw: (H, W) of the source image in pixels (InstrumentMaskArray.image_height /
+            image_width).
+
+    Returns:
+        [H, W] bool, True = instrument; all False for an empty or unpublished mask.
+
+    Raises:
+        FrameError: the mask is not mono8/8UC1, or its offset + size exceed the frame.
+    """
+    h, w = (int(v) for v in image_hw)
+    full = np.zeros((h, w), bool)
+    m = instrument.mask
+    if m.width == 0 or m.height == 0:
+        return full
+    pixels = image_to_array(m)
+    if pixels.ndim != 2 or pixels.dtype != np.uint8:
+        raise FrameError(f"instrument {instrument.instrument_id}: mask is {m.encoding}, not mono8")
+    x, y = int(instrument.mask_x_offset), int(instrument.mask_y_offset)
+    if x + pixels.shape[1] > w or y + pixels.shape[0] > h:
+        raise FrameError(
+            f"instrument {instrument.instrument_id}: {pixels.shape[1]}x{pixels.shape[0]} mask at offset "
+            f"({x}, {y}) does not fit the {w}x{h} source image"
+        )
+    full[y : y + pixels.shape[0], x : x + pixels.shape[1]] = pixels != 0
+    return full
 
 
 def mask_array_msg(
@@ -465,6 +556,7 @@ def mask_array_msg(
     latency_s: float = 0.0,
     frame_index: int = 0,
     types: Optional[MessageTypes] = None,
+    mask_format: str = MASK_FORMAT_CROPPED,
 ) -> Any:
     """``sam2s_ros/msg/InstrumentMaskArray`` with binary masks only (no classes, no scores).
 
@@ -478,6 +570,7 @@ def mask_array_msg(
         latency_s: processing latency in seconds.
         frame_index: processed-frame counter.
         types: message flavour (default rclpy).
+        mask_format: ``cropped`` or ``full`` (see :func:`masks_msg`).
     """
     results = []
     hw = (0, 0)
@@ -486,25 +579,30 @@ def mask_array_msg(
         hw = mask.shape
         visible = bool(mask.any())
         results.append(InstrumentResult(int(inst_id), mask, None, 1.0, 1.0 if visible else -1.0, mask_bbox(mask)))
-    return masks_msg(FrameResult(int(frame_index), hw, results), header, latency_s, True, types)
+    return masks_msg(FrameResult(int(frame_index), hw, results), header, latency_s, True, types, mask_format)
 
 
-def result_from_masks_msg(msg: Any, hw: tuple[int, int]) -> FrameResult:
-    """InstrumentMaskArray (either flavour) -> FrameResult (e.g. for the overlay renderer).
+def result_from_masks_msg(msg: Any, hw: Optional[tuple[int, int]] = None) -> FrameResult:
+    """InstrumentMaskArray (either flavour) -> FrameResult with full-frame masks (e.g. for overlays).
 
-    An instrument without a mask image gets an all-False mask of size ``hw``.
+    Args:
+        msg: the message.
+        hw: (H, W) of the source image; default the message's image_height / image_width.
+
+    Raises:
+        FrameError: a mask that does not fit the frame (see :func:`instrument_mask`).
     """
+    hw = (int(msg.image_height), int(msg.image_width)) if hw is None else hw
     out = []
     for im in msg.instruments:
-        mask = image_to_array(im.mask) > 0 if im.mask.width else np.zeros(hw, bool)
         out.append(
             InstrumentResult(
                 im.instrument_id,
-                mask,
+                instrument_mask(im, hw),
                 None,
                 im.predicted_iou,
                 im.object_score,
-                (im.bbox_x0, im.bbox_y0, im.bbox_x1, im.bbox_y1),
+                roi_to_bbox(im.roi),
                 im.class_id,
                 im.class_name,
                 im.class_score,

@@ -27,7 +27,7 @@ class FrameError(Sam2sError, ValueError):
 
 
 class PromptError(Sam2sError, ValueError):
-    """A prompt is invalid: NaN or out-of-frame points, empty box, mask of the wrong size,
+    """A prompt is invalid: NaN or out-of-frame points, inverted box, mask of the wrong size,
     conflicting inputs, too many instruments."""
 
 

@@ -70,6 +70,8 @@ def _mono8(width: int, height: int, seed: int, **header_kw):
 
 
 def _instrument_mask(instrument_id: int, seed: int):
+    from sensor_msgs.msg import RegionOfInterest
+
     cls = msg_class("InstrumentMask")
     return cls(
         instrument_id=instrument_id,
@@ -80,10 +82,9 @@ def _instrument_mask(instrument_id: int, seed: int):
         predicted_iou=0.875,
         object_score=-1.5 + seed,
         visible=True,
-        bbox_x0=3,
-        bbox_y0=-4,
-        bbox_x1=640,
-        bbox_y1=2**31 - 1,
+        roi=RegionOfInterest(x_offset=3, y_offset=4, width=640, height=2**32 - 1, do_rectify=True),
+        mask_x_offset=3 + seed,
+        mask_y_offset=2**32 - 1,
         mask=_mono8(5, 3, seed, frame_id=f"mask_{seed}"),
     )
 
@@ -122,6 +123,8 @@ def sample_message(name: str):
     if name == "InstrumentMaskArray":
         return cls(
             header=_header(frame_id="camera"),
+            image_width=1920,
+            image_height=2**32 - 1,
             instruments=[_instrument_mask(1, 1), _instrument_mask(65535, 2)],
             latency=0.03125,
             frame_index=2**40 + 5,

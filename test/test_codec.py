@@ -299,11 +299,12 @@ def _result() -> FrameResult:
     )
 
 
-def test_masks_msg():
+def test_masks_msg_cropped_by_default():
     header = _header()
     msg = masks_msg(_result(), header, 0.25, with_mask_images=True)
     assert msg.header.stamp.sec == 12
     assert msg.header.frame_id == "cam"
+    assert (msg.image_width, msg.image_height) == (8, 6)
     assert msg.frame_index == 4
     assert msg.latency == pytest.approx(0.25)
     a, b = msg.instruments
@@ -315,14 +316,50 @@ def test_masks_msg():
     )
     assert a.visible
     assert not b.visible
-    assert (b.bbox_x0, b.bbox_y0, b.bbox_x1, b.bbox_y1) == (2, 2, 8, 6)
+    # sensor_msgs/RegionOfInterest: columns 2..7, rows 2..5
+    assert (b.roi.x_offset, b.roi.y_offset, b.roi.width, b.roi.height, b.roi.do_rectify) == (2, 2, 6, 4, False)
     assert (b.class_id, b.class_source) == (-1, InstrumentMask.CLASS_SOURCE_NONE)
-    mask = np.frombuffer(a.mask.data, np.uint8).reshape(6, 8)
-    np.testing.assert_array_equal(mask, _result().instruments[0].mask.astype(np.uint8) * 255)
+    # instrument 1 covers rows 1..3, columns 1..2: a 2x3 mask at offset (1, 1)
+    assert (a.mask_x_offset, a.mask_y_offset, a.mask.width, a.mask.height) == (1, 1, 2, 3)
+    assert (a.roi.x_offset, a.roi.y_offset, a.roi.width, a.roi.height) == (1, 1, 2, 3)
+    crop = np.frombuffer(a.mask.data, np.uint8).reshape(3, 2)
+    np.testing.assert_array_equal(crop, np.full((3, 2), 255, np.uint8))
     assert a.mask.encoding == "mono8"
     assert a.mask.header.frame_id == "cam"
+    for inst, result in zip(msg.instruments, _result().instruments):
+        np.testing.assert_array_equal(codec.instrument_mask(inst, (6, 8)), result.mask)
     without = masks_msg(_result(), header, 0.0, with_mask_images=False)
     assert without.instruments[0].mask.width == 0
+    assert not codec.mask_published(without.instruments[0])
+    assert codec.mask_published(msg.instruments[0])
+
+
+def test_masks_msg_full_format():
+    msg = masks_msg(_result(), _header(), 0.0, True, mask_format="full")
+    a = msg.instruments[0]
+    assert (a.mask_x_offset, a.mask_y_offset, a.mask.width, a.mask.height) == (0, 0, 8, 6)
+    mask = np.frombuffer(a.mask.data, np.uint8).reshape(6, 8)
+    np.testing.assert_array_equal(mask, _result().instruments[0].mask.astype(np.uint8) * 255)
+    np.testing.assert_array_equal(codec.instrument_mask(a, (6, 8)), _result().instruments[0].mask)
+    with pytest.raises(ValueError, match="mask_format"):
+        masks_msg(_result(), _header(), 0.0, True, mask_format="tiles")
+
+
+def test_empty_mask_is_an_empty_crop_and_pastes_to_nothing():
+    empty = InstrumentResult(3, np.zeros((6, 8), bool), None, 0.1, -5.0, (0, 0, 0, 0))
+    (inst,) = masks_msg(FrameResult(0, (6, 8), [empty]), _header(), 0.0, True).instruments
+    assert (inst.roi.width, inst.roi.height, inst.mask.width, inst.mask.height) == (0, 0, 0, 0)
+    assert inst.mask.encoding == "mono8"  # published, just empty
+    assert codec.mask_published(inst)
+    assert not codec.instrument_mask(inst, (6, 8)).any()
+
+
+def test_instrument_mask_refuses_a_crop_outside_the_frame():
+    msg = masks_msg(_result(), _header(), 0.0, True)
+    inst = msg.instruments[1]
+    inst.mask_x_offset = 5  # 6 columns from column 5 do not fit 8
+    with pytest.raises(FrameError, match="does not fit the 8x6 source image"):
+        codec.instrument_mask(inst, (6, 8))
 
 
 def test_classes_and_label_and_vocabulary():
@@ -397,7 +434,9 @@ def test_mask_array_round_trips_through_the_reader():
     msg = codec.mask_array_msg(
         codec.make_header(T0, "f", codec.rosbags_types(store)), {3: mask}, 0.5, 7, codec.rosbags_types(store)
     )
-    result = codec.result_from_masks_msg(msg, (4, 5))
+    assert (msg.image_width, msg.image_height) == (5, 4)
+    result = codec.result_from_masks_msg(msg)  # frame size from the message
+    assert result.image_hw == (4, 5)
     (inst,) = result.instruments
     assert inst.instrument_id == 3
     assert inst.bbox == (2, 1, 4, 3)

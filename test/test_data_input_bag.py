@@ -105,17 +105,17 @@ def check_prompts(prompts, gt0, prompt_type):
         )
         if prompt_type == "box":
             x0, y0, x1, y1 = msg.box.tolist()
-            assert 0 <= x0 < x1 <= W
-            assert 0 <= y0 < y1 <= H
+            assert 0 <= x0 <= x1 < W
+            assert 0 <= y0 <= y1 < H
             ys, xs = np.nonzero(mask)
-            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            assert (x0, y0, x1, y1) == (xs.min(), ys.min(), xs.max(), ys.max())  # SAM 2's mask_to_box
         elif prompt_type == "clicks":
             assert len(msg.points) == 3
             assert msg.point_labels.tolist() == [1, 1, 1]
             pts = [(pt.x, pt.y) for pt in msg.points]
             assert all(mask[int(y), int(x)] for x, y in pts)  # inside the GT mask
             assert len(set(pts)) == 3
-            assert pts[0] == tuple(c + 0.5 for c in interior_point(mask))
+            assert pts[0] == tuple(float(c) for c in interior_point(mask))  # pixel centre = (column, row)
         else:
             assert msg.mask.encoding == "mono8"
             assert not msg.points

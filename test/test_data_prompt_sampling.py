@@ -17,13 +17,22 @@ def square() -> np.ndarray:
 
 
 def test_box_of_a_square(square):
-    assert mask_to_box(square).tolist() == [10, 5, 17, 12]
+    # pixel coordinates of the first and last column / row, as SAM 2's mask_to_box
+    assert mask_to_box(square).tolist() == [10, 5, 16, 11]
 
 
-def test_box_of_one_pixel_is_not_empty():
+def test_box_of_one_pixel_is_that_pixel():
     one = np.zeros((4, 4), bool)
     one[2, 1] = True
-    assert mask_to_box(one).tolist() == [1, 2, 2, 3]  # x0 < x1 for one pixel
+    assert mask_to_box(one).tolist() == [1, 2, 1, 2]
+
+
+def test_box_matches_sam2_mask_to_box(square):
+    import torch
+    from sam2.utils.misc import mask_to_box as sam2_mask_to_box
+
+    expected = sam2_mask_to_box(torch.from_numpy(square)[None, None])[0, 0].tolist()
+    assert mask_to_box(square).tolist() == expected
 
 
 def test_interior_point_is_the_centre(square):
@@ -47,8 +56,9 @@ def test_clicks_are_distinct_inside_and_deterministic(square):
     assert points.dtype == np.float32
     assert points.shape == (4, 2)
     assert labels.tolist() == [1, 1, 1, 1]
-    assert points[0].tolist() == [13.5, 8.5]
+    assert points[0].tolist() == [13.0, 8.0]  # the centre pixel (column 13, row 8)
     assert all(square[int(y), int(x)] for x, y in points)
+    assert np.array_equal(points, np.round(points))  # pixel centres are integer coordinates
     assert len({tuple(p) for p in points.tolist()}) == 4
     np.testing.assert_array_equal(sample_clicks(square, 4, seed=1)[0], points)
 
@@ -56,7 +66,7 @@ def test_clicks_are_distinct_inside_and_deterministic(square):
 def test_fewer_pixels_than_clicks():
     one = np.zeros((4, 4), bool)
     one[2, 1] = True
-    assert sample_clicks(one, 3)[0].tolist() == [[1.5, 2.5]]
+    assert sample_clicks(one, 3)[0].tolist() == [[1.0, 2.0]]
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
+from sam2s_ros import codec
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node.node import Sam2sNode
@@ -111,14 +112,18 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
         "suction_irrigator",
         InstrumentMask.CLASS_SOURCE_PROMPT,
     )
+    assert (masks.image_width, masks.image_height) == (w, h)
     for m in masks.instruments:
-        assert (m.mask.width, m.mask.height, m.mask.encoding) == (w, h, "mono8")
+        # default mask_format cropped: the mono8 mask covers exactly the roi, at its offset
+        assert (m.mask_x_offset, m.mask_y_offset) == (m.roi.x_offset, m.roi.y_offset)
+        assert (m.mask.width, m.mask.height, m.mask.encoding) == (m.roi.width, m.roi.height, "mono8")
         assert m.mask.header.stamp == masks.header.stamp
         assert m.mask.header.frame_id == "endoscope"
-        mask = pixels(m.mask) > 0
+        mask = codec.instrument_mask(m, (h, w))
         if mask.any():
             ys, xs = np.nonzero(mask)
-            assert (m.bbox_x0, m.bbox_y0, m.bbox_x1, m.bbox_y1) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+            roi = (m.roi.x_offset, m.roi.y_offset, m.roi.width, m.roi.height)
+            assert roi == (xs.min(), ys.min(), xs.max() + 1 - xs.min(), ys.max() + 1 - ys.min())
 
     classes = with_stamp(peer.classes, t)[0]
     assert classes.header.frame_id == "endoscope"
@@ -137,7 +142,7 @@ def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, sha
     label = pixels(label_msg)
     any_mask = np.zeros((h, w), bool)
     for m in masks.instruments:
-        mask = pixels(m.mask) > 0
+        mask = codec.instrument_mask(m, (h, w))
         any_mask |= mask
         assert np.all(mask[label == m.instrument_id])  # a labelled pixel lies inside that instrument's mask
     np.testing.assert_array_equal(label > 0, any_mask)  # background exactly where no mask is
@@ -321,19 +326,20 @@ def test_invalid_parameters_raise_config_error(rclpy_context, override, message)
 
 
 def test_launch_file_is_valid_python_with_documented_arguments(repo_root):
+    """The launch file compiles and declares its arguments from sam2s_ros/launch_args.py
+    (test_launch.py runs it against stand-ins for launch / launch_ros)."""
     path = repo_root / "launch" / "sam2s.launch.py"
     py_compile.compile(str(path), doraise=True)
     tree = ast.parse(path.read_text())
-    declared = {}
-    for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
-        if getattr(call.func, "id", None) == "DeclareLaunchArgument":
-            kwargs = {k.arg for k in call.keywords}
-            declared[call.args[0].value] = kwargs
-    for name in ("namespace", "image_topic", "params_file", "checkpoint", "backend", "stereo", "rig"):
-        assert name in declared, name
-        assert {"default_value", "description"} <= declared[name], name
     functions = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
     assert "generate_launch_description" in functions
-    source = path.read_text()
-    assert "/image_raw" in source
-    assert '("left", "right")' in source
+    literal_declarations = [
+        call
+        for call in ast.walk(tree)
+        if isinstance(call, ast.Call)
+        and getattr(call.func, "id", None) == "DeclareLaunchArgument"
+        and call.args
+        and isinstance(call.args[0], ast.Constant)
+    ]
+    assert literal_declarations == [], "declare arguments from LAUNCH_ARGS, not by hand"
+    assert "LAUNCH_ARGS" in path.read_text()

@@ -376,7 +376,7 @@ def _bad_prompts() -> list[tuple[str, Prompt, str]]:
         ("labels_missing", _prompt(7, points=pts((10, 10), (20, 20)), point_labels=[1]), "point_labels"),
         ("too_many_points", _prompt(7, points=pts(*[(10, 10)] * 5000), point_labels=[1] * 5000), "at most"),
         ("unknown_mode", _prompt(7, mode=9, points=pts((10, 10)), point_labels=[1]), "unknown prompt mode"),
-        ("inverted_box", _prompt(7, has_box=True, box=[300.0, 300.0, 100.0, 100.0]), "empty box"),
+        ("inverted_box", _prompt(7, has_box=True, box=[300.0, 300.0, 100.0, 100.0]), "inverted box"),
         ("nan_box", _prompt(7, has_box=True, box=[math.nan, 0.0, 10.0, 10.0]), "finite"),
         ("box_outside_frame", _prompt(7, has_box=True, box=[0.0, 0.0, 9000.0, 10.0]), "outside"),
         ("mask_wrong_size", _prompt(7, mask=mask), "mask"),

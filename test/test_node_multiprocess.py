@@ -16,6 +16,7 @@ import time
 import psutil
 import pytest
 
+from sam2s_ros import codec
 from sam2s_ros.msg import InstrumentMask
 from sam2s_ros.node.parameters import inference_threads
 from sam2s_ros.srv import AddPrompt
@@ -111,10 +112,11 @@ def test_outputs_across_processes(node_process, peer_factory, repo_root, shared_
         "bipolar_forceps",
         InstrumentMask.CLASS_SOURCE_PROMPT,
     )
-    assert (inst.mask.width, inst.mask.height) == (854, 480)
+    assert (masks.image_width, masks.image_height) == (854, 480)
+    assert (inst.mask.width, inst.mask.height) == (inst.roi.width, inst.roi.height)  # cropped to its roi
     label = with_stamp(peer.labels, 40.04)[0]
     assert (label.width, label.height) == (854, 480)
-    assert ((pixels(label) == 1) == (pixels(inst.mask) > 0)).all()
+    assert ((pixels(label) == 1) == codec.instrument_mask(inst, (480, 854))).all()
     assert with_stamp(peer.classes, 40.04)[0].instruments[0].class_name == "bipolar_forceps"
 
     wait_until(lambda: peer.latest_diag().get("instruments_tracked") == "1", 10, "diagnostics from the node process")

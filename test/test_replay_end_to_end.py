@@ -79,7 +79,8 @@ def test_make_bag_replay_eval_on_real_clips(shared_dir, tmp_path, node, clip, gt
     assert all(o.header.frame_id == sent[0].frame_id for o in outs)
     for o in by_stamp.values():
         assert sorted(i.instrument_id for i in o.instruments) == sorted(made.prompt_ids)
-        assert all((i.mask.height, i.mask.width) == made.image_hw for i in o.instruments)
+        assert (o.image_height, o.image_width) == made.image_hw
+        assert all((i.mask.height, i.mask.width) == (i.roi.height, i.roi.width) for i in o.instruments)
     topics = bags.bag_topics(opt.out)
     assert topics["/sam2s/masks"] == "sam2s_ros/msg/InstrumentMaskArray"
     assert topics["/sam2s/label_image"] == "sensor_msgs/msg/Image"

@@ -207,7 +207,7 @@ def test_bad_frames_raise_frame_error(image, message):
         (PromptInput(1, points=np.array([[np.nan, 3.0]], np.float32), labels=np.array([1])), PromptError, "NaN"),
         (PromptInput(1, points=np.array([[900.0, 3.0]], np.float32), labels=np.array([1])), PromptError, "outside"),
         (PromptInput(1, points=np.array([[9.0, 3.0]], np.float32), labels=np.array([5])), PromptError, "labels"),
-        (PromptInput(1, box=np.array([50, 50, 50, 80], np.float32)), PromptError, "empty box"),
+        (PromptInput(1, box=np.array([60, 50, 50, 80], np.float32)), PromptError, "inverted box"),
         (PromptInput(1, mask=np.ones((10, 10), bool)), PromptError, "size"),
         (PromptInput(1, mask=np.zeros((480, 854), bool)), PromptError, "empty"),
         (PromptInput(1), PromptError, "no points"),

@@ -2,10 +2,10 @@
 
 Three kinds, as in the SAM 2 / SA-V / SAM2S evaluations:
 
-* ``box``: the mask's tight bounding box (x0, y0, x1, y1) in source pixels with pixel
-  corners as coordinates, i.e. inclusive-exclusive: a mask covering columns 10..19 gives
-  x0 = 10, x1 = 20 (so x0 < x1 even for a one-pixel mask).
-* ``clicks``: N positive clicks at pixel centres (x + 0.5, y + 0.5). The first click is the
+* ``box``: the mask's tight bounding box (x0, y0, x1, y1) of pixel coordinates, inclusive
+  as SAM 2's ``mask_to_box``: a mask covering columns 10..19 gives x0 = 10, x1 = 19 (x0 ==
+  x1 for a one-pixel-wide mask).
+* ``clicks``: N positive clicks at pixel centres (column, row). The first click is the
   mask pixel farthest from the mask boundary (``cv2.distanceTransform``, L2, exact 5x5
   mask, on the mask padded by one background pixel so that the image border counts as
   boundary; ties go to the first pixel in row-major order). The others are drawn uniformly
@@ -13,8 +13,8 @@ Three kinds, as in the SAM 2 / SA-V / SAM2S evaluations:
   seeded by ``(seed, instrument_id)``, so the result is deterministic per instrument.
 * ``mask``: the binary mask itself.
 
-Coordinates follow :mod:`sam2s_ros.tracking.types`: x right, y down, origin at the
-top-left corner of the top-left pixel.
+Coordinates follow :mod:`sam2s_ros.tracking.types`: x right, y down, pixel centres at
+integer coordinates.
 """
 
 from __future__ import annotations
@@ -49,13 +49,14 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
         mask: [H, W] bool (or any dtype, non-zero = object); must not be empty.
 
     Returns:
-        [4] float32 (x0, y0, x1, y1) source pixels, inclusive-exclusive on pixel indices
-        (x0 = first column, x1 = last column + 1), so 0 <= x0 < x1 <= W, 0 <= y0 < y1 <= H.
+        [4] float32 (x0, y0, x1, y1) pixel coordinates, inclusive (x0 = first column,
+        x1 = last column; SAM 2's ``mask_to_box``), so 0 <= x0 <= x1 < W, 0 <= y0 <= y1 < H.
 
     Raises:
         PromptError: the mask is empty or not 2-D.
     """
-    return np.array(mask_bbox(_check_mask(mask)), dtype=np.float32)
+    x0, y0, x1, y1 = mask_bbox(_check_mask(mask))  # inclusive-exclusive index ranges
+    return np.array([x0, y0, x1 - 1, y1 - 1], dtype=np.float32)
 
 
 def interior_point(mask: np.ndarray) -> tuple[int, int]:
@@ -88,7 +89,7 @@ def sample_clicks(mask: np.ndarray, num_clicks: int = DEFAULT_CLICKS, seed: int 
         seed: seed of the random part (clicks 2..N); same inputs give the same clicks.
 
     Returns:
-        points: [N, 2] float32 (x, y) source pixels at pixel centres (index + 0.5).
+        points: [N, 2] float32 (x, y) source pixels at pixel centres (column, row).
         labels: [N] int32, all 1 (positive).
 
     Raises:
@@ -104,7 +105,7 @@ def sample_clicks(mask: np.ndarray, num_clicks: int = DEFAULT_CLICKS, seed: int 
     picked = rng.choice(others, size=min(num_clicks - 1, others.size), replace=False) if others.size else others
     cols = np.concatenate([[first[0]], xs[picked]])
     rows = np.concatenate([[first[1]], ys[picked]])
-    points = np.stack([cols, rows], axis=1).astype(np.float32) + 0.5
+    points = np.stack([cols, rows], axis=1).astype(np.float32)
     return points, np.ones(len(points), dtype=np.int32)
 
 

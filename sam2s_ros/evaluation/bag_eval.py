@@ -16,7 +16,7 @@ import numpy as np
 from sam2s_ros import codec
 from sam2s_ros.data import bags, input_bag
 from sam2s_ros.data.frames import LABEL_EXTS, list_image_files, read_label_image
-from sam2s_ros.errors import BagError, ConfigError
+from sam2s_ros.errors import BagError, ConfigError, FrameError
 from sam2s_ros.evaluation import davis
 from sam2s_ros.tracking.latency import latency_stats_ms
 
@@ -108,8 +108,9 @@ def load_predictions(path: Path, topic: str) -> Predictions:
         :class:`Predictions`.
 
     Raises:
-        BagError: unreadable bag, missing topic or wrong type, or masks not published
-            (empty mask images).
+        BagError: unreadable bag, missing topic or wrong type, masks not published, or a
+            mask that is not mono8 or does not fit its frame. Masks cropped to their ROI
+            (the node's default) are pasted back into the full frame at their offsets.
     """
     preds = Predictions()
     for item in bags.read_messages(path, [topic]):
@@ -120,18 +121,18 @@ def load_predictions(path: Path, topic: str) -> Predictions:
         preds.latencies_s.append(float(msg.latency))
         preds.duplicates += stamp in preds.masks
         frame: dict[int, np.ndarray] = {}
+        hw = (int(msg.image_height), int(msg.image_width))
         for inst in msg.instruments:
-            mask = codec.image_to_array(inst.mask)
-            if mask.size == 0:
+            if not codec.mask_published(inst):
                 raise BagError(
                     f"instrument {inst.instrument_id} at stamp {stamp} has no mask image (mask publishing off?)"
                 )
-            if mask.ndim != 2:
-                raise BagError(
-                    f"instrument {inst.instrument_id} at stamp {stamp}: mask is {inst.mask.encoding}, not mono8"
-                )
-            frame[int(inst.instrument_id)] = np.packbits(mask.reshape(-1) != 0)
-            preds.shapes[stamp] = mask.shape
+            try:
+                mask = codec.instrument_mask(inst, hw)  # cropped masks are pasted into the full frame
+            except FrameError as err:
+                raise BagError(f"stamp {stamp}: {err}") from None
+            frame[int(inst.instrument_id)] = np.packbits(mask.reshape(-1))
+            preds.shapes[stamp] = hw
         preds.masks[stamp] = frame
     return preds
 

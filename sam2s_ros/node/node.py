@@ -681,7 +681,7 @@ class Sam2sNode(LifecycleNode):
     def _publish_result(self, frame: Frame, result: FrameResult) -> float:
         """Publish every enabled output with the frame's header; returns the latency (s)."""
         s, header = self._settings, frame.header
-        masks = masks_msg(result, header, 0.0, s.publish_masks_images)
+        masks = masks_msg(result, header, 0.0, s.publish_masks_images, mask_format=s.mask_format)
         outputs = []
         if s.publish_classes:
             outputs.append((self._pub_classes, classes_msg(result, header)))

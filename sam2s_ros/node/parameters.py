@@ -29,7 +29,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
-from sam2s_ros.codec import LABEL_ENCODINGS
+from sam2s_ros.codec import LABEL_ENCODINGS, MASK_FORMAT_CROPPED, MASK_FORMATS
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.tracking.config import (
     AUTOCAST_DTYPES,
@@ -102,6 +102,7 @@ class NodeSettings:
     class_vocabulary_topic: str
     output_qos_depth: int
     publish_masks_images: bool
+    mask_format: str
     publish_label_image: bool
     publish_overlay: bool
     publish_classes: bool
@@ -268,6 +269,13 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("output_qos_depth", 5, "history depth of the (reliable) output publishers", (1, 1000, 1)),
     ParamSpec(
         "publish_masks_images", True, "put mono8 masks inside InstrumentMask.mask (else empty images)", dynamic=True
+    ),
+    ParamSpec(
+        "mask_format",
+        MASK_FORMAT_CROPPED,
+        "InstrumentMask.mask cropped to the instrument's roi (offset in mask_x/y_offset) or at full source size",
+        choices=MASK_FORMATS,
+        dynamic=True,
     ),
     ParamSpec("publish_label_image", True, "publish the label image", dynamic=True),
     ParamSpec("publish_overlay", False, "publish the rgb8 overlay (source image + coloured masks)", dynamic=True),

@@ -18,6 +18,7 @@ Usage examples::
 
     sam2s make-bag frames/ in.bag --gt-dir masks/
     sam2s eval out.bag --gt in.bag --json scores.json
+    sam2s download tiny
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "sam2s_ros.tools.demo",
     "sam2s_ros.tools.export_cmd",
     "sam2s_ros.tools.train_cmd",
+    "sam2s_ros.tools.download_cmd",
 )
 
 

@@ -43,11 +43,16 @@ MODELS_DIR = PACKAGE_ROOT / "models"
 EMBEDDED_CHECKPOINT_NAME = "sam2s_mobile.safetensors"
 #: image size when neither --image-size nor the checkpoint says (CPU-friendly)
 DEFAULT_IMAGE_SIZE = 512
+EMBEDDED_NOTE = (
+    f"note: the embedded {EMBEDDED_CHECKPOINT_NAME} does not track surgical instruments (models/sam2s_mobile.md); "
+    "`sam2s download tiny` fetches SAM 2.1 tiny into models/, which the demo then uses"
+)
 RANDOM_BANNER = "RANDOM WEIGHTS: masks and scores are meaningless (pipeline demo only)"
 CHECKPOINT_HELP = (
     "no checkpoint: the embedded models/sam2s_mobile.safetensors is missing and models/ holds no other; "
     "put a SAM 2.1 or SAM2S checkpoint in models/ (see models/README.md, e.g. "
-    "models/sam2.1_hiera_tiny.pt with --model-size tiny) or pass --checkpoint PATH; "
+    "models/sam2.1_hiera_tiny.pt with --model-size tiny: `sam2s download tiny` fetches it) or pass "
+    "--checkpoint PATH; "
     "to run the pipeline on random weights anyway, pass --random-weights"
 )
 
@@ -170,6 +175,8 @@ def run_demo(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     if random_weights:
         print(f"*** {RANDOM_BANNER} ***")
+    elif checkpoint.name == EMBEDDED_CHECKPOINT_NAME:
+        print(EMBEDDED_NOTE)
     bag, gt = _input_bag(args, out, _user_prompts(args))
     if gt is not None and input_bag.DEFAULT_GT_TOPIC not in bags.bag_topics(gt):
         gt = None  # a user's bag without ground truth: no J&F
@@ -236,6 +243,8 @@ def run_demo(args) -> int:
     print(f"results: {out / 'results.json'}")
     if random_weights:
         print(f"*** {RANDOM_BANNER} ***")
+    elif checkpoint.name == EMBEDDED_CHECKPOINT_NAME:
+        print(EMBEDDED_NOTE)
     return 0 if summary.frames_with_output == summary.frames_sent else 1
 
 

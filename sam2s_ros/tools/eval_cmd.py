@@ -1,8 +1,9 @@
 """``sam2s eval``: DAVIS J&F and latency of the node's output bag against ground truth.
 
 Reads ``sam2s_ros/msg/InstrumentMaskArray`` messages (``--masks-topic``) from the output
-bag; each ``InstrumentMask.mask`` (mono8, non-zero = instrument, source size) is the
-prediction for ``instrument_id`` on the frame of the message's header stamp.
+bag; each ``InstrumentMask.mask`` (mono8, non-zero = instrument; cropped to its ROI and
+pasted back into the full frame at its offset, or full size) is the prediction for
+``instrument_id`` on the frame of the message's header stamp.
 
 Matching output to ground truth (``--gt``):
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from sam2s_ros.errors import PromptError
 from sam2s_ros.export.contract import BOX_POINTS, MAX_PROMPT_CLICKS, MAX_PROMPT_POINTS
-from sam2s_ros.tracking.types import PromptInput
+from sam2s_ros.tracking.types import HALF_PIXEL, PromptInput
 
 MAX_POINTS = MAX_PROMPT_CLICKS
 
@@ -62,8 +62,11 @@ def check_geometry(prompt: PromptInput, image_hw: tuple[int, int]) -> None:
         raise PromptError(f"at most {MAX_POINTS} points per prompt, got {len(pts)}")
     if not np.all(np.isfinite(pts)):
         raise PromptError("prompt points contain NaN or infinite coordinates")
-    if len(pts) and (pts[:, 0].min() < 0 or pts[:, 1].min() < 0 or pts[:, 0].max() > w or pts[:, 1].max() > h):
-        raise PromptError(f"prompt point outside the {w}x{h} image: {pts.tolist()}")
+    if len(pts) and not _inside(pts, w, h):
+        raise PromptError(
+            f"prompt point outside the {w}x{h} image (pixel centres at integer coordinates, "
+            f"x in [-0.5, {w - 0.5}], y in [-0.5, {h - 0.5}]): {pts.tolist()}"
+        )
     if len(labels) and not np.all(np.isin(labels, (0, 1))):
         raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {labels.tolist()}")
     if prompt.box is not None:
@@ -71,10 +74,10 @@ def check_geometry(prompt: PromptInput, image_hw: tuple[int, int]) -> None:
         if box.shape != (4,) or not np.all(np.isfinite(box)):
             raise PromptError(f"box must be 4 finite numbers (x0, y0, x1, y1), got {box.tolist()}")
         x0, y0, x1, y1 = box
-        if not (x1 > x0 and y1 > y0):
-            raise PromptError(f"empty box (x0, y0, x1, y1) = {box.tolist()}: needs x0 < x1 and y0 < y1")
-        if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-            raise PromptError(f"box {box.tolist()} outside the {w}x{h} image")
+        if not (x1 >= x0 and y1 >= y0):
+            raise PromptError(f"inverted box (x0, y0, x1, y1) = {box.tolist()}: needs x0 <= x1 and y0 <= y1")
+        if not _inside(box.reshape(2, 2), w, h):
+            raise PromptError(f"box {box.tolist()} outside the {w}x{h} image (x in [-0.5, {w - 0.5}])")
     if prompt.mask is not None:
         mask = np.asarray(prompt.mask)
         if mask.shape != (h, w):
@@ -87,10 +90,23 @@ def check_geometry(prompt: PromptInput, image_hw: tuple[int, int]) -> None:
         raise PromptError("prompt has no points, box or mask")
 
 
+def _inside(pts: np.ndarray, w: int, h: int) -> bool:
+    """All [N, 2] (x, y) points within the image, whose pixel centres are at integer coordinates."""
+    x, y = pts[:, 0], pts[:, 1]
+    return bool(
+        x.min() >= -HALF_PIXEL and y.min() >= -HALF_PIXEL and x.max() <= w - HALF_PIXEL and y.max() <= h - HALF_PIXEL
+    )
+
+
 def to_model_points(
     prompt: PromptInput, image_hw: tuple[int, int], image_size: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Box corners + clicks in model pixels.
+    """Box corners + clicks in model pixels, scaled as SAM 2's predictors do (``x / W * S``).
+
+    Source coordinates have pixel centres at integers (see sam2s_ros.tracking.types); the
+    model coordinates keep that convention (SAM 2's prompt encoder adds 0.5 to reach the
+    pixel centre), so a click on source pixel u lands in model pixel ``round(u * S / W)``,
+    which lies inside the resized footprint of pixel u while S / W > 0.5.
 
     Returns:
         coords [1, P, 2] float32 (x, y) in 0..S, labels [1, P] int32 (2/3 box, 1/0 clicks).

@@ -1,9 +1,13 @@
 """Plain data that crosses the tracker's boundary (numpy in, numpy out; no ROS, no torch).
 
-Coordinate convention (used everywhere in sam2s_ros): pixels of the SOURCE image, x to the
-right, y down, origin at the top-left corner of the top-left pixel; box = (x0, y0, x1, y1)
-with x0 < x1, y0 < y1 (SAM 2's box convention). Bounding boxes of masks are
-inclusive-exclusive: x0 <= x < x1.
+Pixel convention (used everywhere in sam2s_ros, the same as image_geometry, OpenCV and SAM
+2's predictors): coordinates are pixels of the SOURCE image, x to the right, y down, and the
+centre of pixel (column u, row v) is at (u, v), so the image spans [-0.5, W - 0.5] x
+[-0.5, H - 0.5]. A click on pixel (u, v) is (x, y) = (u, v). A prompt box is (x0, y0, x1,
+y1) with x0 <= x1, y0 <= y1; the box around columns a..b and rows c..d is (a, c, b, d)
+(SAM 2's ``mask_to_box``). Bounding boxes of result masks (:func:`mask_bbox`) are index
+ranges, inclusive-exclusive: x0 <= u < x1 (the node publishes them as
+``sensor_msgs/RegionOfInterest``).
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 import numpy as np
+
+#: half a pixel: how far the image extends beyond the outermost pixel centres
+HALF_PIXEL = 0.5
 
 
 class PromptMode(enum.IntEnum):
