@@ -17,9 +17,11 @@ import time
 import weakref
 
 import pytest
+import rclpy
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetAvailableTransitions, GetState
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
+from rclpy.context import Context
 from rclpy.parameter import Parameter, parameter_value_to_python
 from std_srvs.srv import Trigger
 
@@ -255,7 +257,7 @@ def _mask_area(peer: Peer, t: float, iid: int) -> float:
 
 def test_dynamic_parameters_apply_on_the_next_frame_and_keep_tracking(make_node, shared_dir):
     frames = load_frames(shared_dir, 3)
-    node, peer = make_node()  # autostart (default): configured and active at once
+    node, peer = make_node(mask_format="full")  # autostart (default): configured and active at once
     assert get_state(peer) == "active"
     peer.wait_for_subscriber()
     t = prompt_instruments(peer, frames, 50.0)
@@ -319,6 +321,15 @@ def test_dynamic_parameters_apply_on_the_next_frame_and_keep_tracking(make_node,
     assert [m.instrument_id for m in masks.instruments] == [1, 2]
     assert _mask_area(peer, 62.0, 1) == 1.0
 
+    # mask_format: from full-frame masks to masks cropped to their roi on the next frame
+    assert [r.successful for r in _set(peer, mask_threshold=0.0, mask_format="cropped")] == [True, True]
+    peer.publish_until_processed(image_msg(frames[2], 63.0), WAIT)
+    for m in peer.masks_with_stamp(63.0)[0].instruments:
+        assert (m.mask.width, m.mask.height) == (m.roi.width, m.roi.height)
+        assert (m.mask_x_offset, m.mask_y_offset) == (m.roi.x_offset, m.roi.y_offset)
+    (result,) = _set(peer, mask_format="jpeg")
+    assert "not one of cropped, full" in result.reason
+
 
 def test_docs_and_config_mark_exactly_the_dynamic_parameters(repo_root):
     rows = [line for line in (repo_root / "docs" / "node_interface.md").read_text().splitlines() if line[:3] == "| `"]
@@ -345,3 +356,29 @@ def test_each_parameter_is_dynamic_or_read_only_once():
     assert "wrong type" in change_refusal("fill_hole_area", True)  # a bool is no integer
     assert change_refusal("no_such_parameter", 1) is None  # rclpy refuses undeclared names itself
     assert change_refusal("image_size", 512) == f"parameter 'image_size' is {READ_ONLY_REASON}"
+
+
+def test_a_destroyed_node_leaves_logging_to_the_next_one(ros_domain_id):
+    """destroy_node finalises the rcl node at once (rclpy's LifecycleNode alone would leave it
+    to garbage collection, after its context is gone, which ended logging for later nodes)."""
+    params = [Parameter(k, value=v) for k, v in {**TEST_PARAMS, "autostart": False}.items()]
+    first_context = Context()
+    rclpy.init(context=first_context, domain_id=ros_domain_id)
+    first = Sam2sNode(context=first_context, parameter_overrides=params)
+    first.destroy_node()
+    first_context.try_shutdown()
+
+    context = Context()
+    rclpy.init(context=context, domain_id=ros_domain_id)
+    node = Sam2sNode(context=context, parameter_overrides=params)
+    peer = Peer(context, extra_nodes=[node])
+    del first  # collected only now, while the next node runs (as between two tests)
+    gc.collect()
+    try:
+        wait_until(lambda: peer.latest_diag().get("lifecycle_state") == "unconfigured", 15, "diagnostics")
+        node.get_logger().warning("still logging after the first node went")
+        wait_until(lambda: any("still logging" in line for line in peer.log_lines()), 10, "the line on /rosout")
+    finally:
+        peer.close()
+        node.destroy_node()
+        context.try_shutdown()

@@ -728,6 +728,18 @@ class Sam2sNode(LifecycleNode):
         self._frames.close()
         return stopped
 
+    def destroy_node(self) -> None:
+        """LifecycleNode.destroy_node, which also destroys the lifecycle state machine.
+
+        rclpy's LifecycleNode leaves its state machine alive, and the state machine holds the
+        rcl node: without this the node is only finalised when Python collects the object,
+        possibly after its context was shut down, and that late finalisation ends the
+        process-wide logging of the nodes that run then (their log lines vanish, also from
+        /rosout).
+        """
+        super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
+
     @property
     def tracker(self) -> Optional[InstrumentTracker]:
         """The tracker while configured, else None (for tests and tools; use with care)."""
