@@ -201,7 +201,8 @@ def run_official(job: dict, frames, prompts: dict, memory_tokens: list[int]) -> 
             predictor.add_new_points_or_box(state, frame_idx=0, obj_id=obj_id, **kw)
         times = []
         for _, _, logits in predictor.propagate_in_video(state):
-            _ = logits[:, 0].float().cpu().numpy() > 0  # as ours returns host logits + masks (CUDA tensors: copy first)
+            # what ours hands the caller: host masks, plus host logits on the CPU (not on CUDA)
+            _ = (logits[:, 0] > 0).cpu().numpy() if logits.is_cuda else logits[:, 0].float().numpy() > 0
             memory_tokens.append(max(seen, default=0))
             seen.clear()
             now = time.perf_counter()

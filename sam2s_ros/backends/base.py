@@ -40,6 +40,8 @@ class MemoryInputs(NamedTuple):
     obj_ptrs: torch.Tensor  # [B, P, 256] float32
     obj_ptr_pos: torch.Tensor  # [B, P] float32 signed distance / (max_obj_ptrs - 1)
     ptr_valid: torch.Tensor  # [B, P] bool
+    #: host-side: any *_valid False (None = unknown; the torch backend then checks on the device)
+    padded: Optional[bool] = None
 
 
 class Backend(Protocol):

@@ -87,6 +87,7 @@ class TorchBackend:
                 memory.obj_ptrs,
                 memory.obj_ptr_pos,
                 memory.ptr_valid,
+                padded=memory.padded,
             ).float()
 
     def decode_masks(

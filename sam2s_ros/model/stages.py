@@ -11,6 +11,8 @@ pixels (0..S), labels 1 positive, 0 negative, 2/3 box corners, -1 padding.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -136,7 +138,10 @@ class MemoryAttentionStage(nn.Module):
             mem_valid [B, F] bool,
             obj_ptrs [B, P, 256] float32,
             obj_ptr_pos [B, P] float32 signed frame distance / (max_obj_ptrs - 1),
-            ptr_valid [B, P] bool) -> pix_feat_with_mem [B, 256, h, w] float32.
+            ptr_valid [B, P] bool,
+            padded: optional host flag, True when any mem_valid / ptr_valid is False; None
+                = find out on the device (one host sync per call; what tracing does))
+        -> pix_feat_with_mem [B, 256, h, w] float32.
     """
 
     def __init__(self, sam: nn.Module, feat_hw: int):
@@ -174,7 +179,17 @@ class MemoryAttentionStage(nn.Module):
         return torch.cat([pe.sin(), pe.cos()], dim=-1)
 
     def forward(
-        self, feat_s2, pos_s2, mem_feats, maskmem_pos, mem_tpos_index, mem_valid, obj_ptrs, obj_ptr_pos, ptr_valid
+        self,
+        feat_s2,
+        pos_s2,
+        mem_feats,
+        maskmem_pos,
+        mem_tpos_index,
+        mem_valid,
+        obj_ptrs,
+        obj_ptr_pos,
+        ptr_valid,
+        padded: Optional[bool] = None,
     ):
         b, n_frames = mem_feats.shape[0], mem_feats.shape[1]
         c, hw = self.hidden_dim, feat_s2.shape[-2] * feat_s2.shape[-1]
@@ -196,7 +211,8 @@ class MemoryAttentionStage(nn.Module):
         memory_pos = torch.cat([mem_pos, ptr_pos], dim=1)
         valid = torch.cat([mem_valid.repeat_interleave(hw, dim=1), ptr_valid.repeat_interleave(split, dim=1)], dim=1)
         key_mask = valid[:, None, None, :]  # [B, 1, 1, K] True = attend
-        if not torch.jit.is_tracing() and not torch.onnx.is_in_onnx_export() and bool(valid.all()):
+        traced = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if not traced and (padded is False or (padded is None and bool(valid.all()))):
             key_mask = None  # nothing padded: SDPA's fused kernels are faster without a mask
 
         out = curr + 0.1 * curr_pos if self.pos_enc_at_input else curr

@@ -137,6 +137,10 @@ class TrackerConfig:
             glibc malloc mmaps and page-faults its larger temporaries on every call with
             its default settings; sam2s_node and sam2s tune malloc at start
             (sam2s_ros.allocator), which removes the gap (measurements: docs/backends.md).
+        return_mask_logits: put the [H, W] float32 logits into every InstrumentResult
+            (mask_logits): None = only on the CPU, where they are host memory already; on a GPU
+            they would add a B x H x W x 4-byte host copy per frame (masks, label images and
+            scores never need them: they are thresholded / resolved on the device).
         ort_arena_extend_strategy: onnxruntime CUDA EP arena growth ["kSameAsRequested";
             onnxruntime's default kNextPowerOfTwo doubles it beside torch's allocator].
         ort_gpu_mem_limit_mb: onnxruntime CUDA EP arena limit in MiB, 0 = none.
@@ -160,6 +164,7 @@ class TrackerConfig:
     class_vocabulary: tuple[str, ...] = ENDOVIS17_CLASSES
     class_smoothing_frames: int = 10
     memory_attention_batching: str = "batched"
+    return_mask_logits: Optional[bool] = None
     ort_arena_extend_strategy: str = "kSameAsRequested"
     ort_gpu_mem_limit_mb: int = 0
     ort_cudnn_conv_algo_search: str = "HEURISTIC"
@@ -191,6 +196,8 @@ class TrackerConfig:
                 f"memory_attention_batching must be one of {MEMORY_ATTENTION_BATCHING}, "
                 f"got {self.memory_attention_batching!r}"
             )
+        if self.return_mask_logits not in (None, True, False):
+            raise ConfigError(f"return_mask_logits must be true, false or none (auto), got {self.return_mask_logits!r}")
         if self.ort_arena_extend_strategy not in ORT_ARENA_EXTEND_STRATEGIES:
             raise ConfigError(f"ort_arena_extend_strategy must be one of {ORT_ARENA_EXTEND_STRATEGIES}")
         if self.ort_cudnn_conv_algo_search not in ORT_CUDNN_CONV_ALGO_SEARCH:

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from sam2s_ros.backends.base import MemoryInputs
+from sam2s_ros.tracking import transfer
 from sam2s_ros.tracking.config import DiveMemConfig
 
 #: temporal position encodings in SAM 2.1 checkpoints (maskmem_tpos_enc rows, num_maskmem = 7)
@@ -84,10 +86,31 @@ def most_diverse_index(candidates: torch.Tensor, held: torch.Tensor) -> int:
     Returns:
         argmin over candidates of max cosine similarity to the held rows.
     """
+    return int(_most_diverse(candidates, held))
+
+
+def _most_diverse(candidates: torch.Tensor, held: torch.Tensor) -> torch.Tensor:
+    """:func:`most_diverse_index` as a 0-d int64 tensor on the candidates' device (no host sync)."""
     if held.shape[0] == 0:
-        return 0
+        return torch.zeros((), dtype=torch.int64, device=candidates.device)
     sim = F.normalize(candidates.float(), dim=1) @ F.normalize(held.float(), dim=1).T  # [C, H]
-    return int(sim.max(dim=1).values.argmin())
+    return sim.max(dim=1).values.argmin()
+
+
+def select_long_term(memories: Sequence["InstrumentMemory"]) -> None:
+    """Resolve the DiveMem selection of every memory whose candidate pool is full.
+
+    The selections of all memories are computed on their device and copied to the host
+    together (one transfer however many instruments), so the tracker calls this once per
+    frame after ``add_tracked(..., select=False)`` on each instrument.
+    """
+    pending = [m for m in memories if m.selection_pending]
+    if not pending:
+        return
+    (picks,) = transfer.to_host(torch.stack([m._diversity_pick() for m in pending]))
+    for m, k in zip(pending, picks):
+        m.long_term.append(m.candidates[int(k)])
+        m.candidates = []
 
 
 class InstrumentMemory:
@@ -123,9 +146,20 @@ class InstrumentMemory:
             del self.cond[keys[1] if len(keys) > 1 else keys[0]]  # keep the first prompt frame
 
     def add_tracked(
-        self, frame_idx: int, maskmem: torch.Tensor, obj_ptr: torch.Tensor, object_score: float, iou: float
+        self,
+        frame_idx: int,
+        maskmem: torch.Tensor,
+        obj_ptr: torch.Tensor,
+        object_score: float,
+        iou: float,
+        select: bool = True,
     ) -> None:
-        """Store a tracked (non-conditioning) frame."""
+        """Store a tracked (non-conditioning) frame.
+
+        Args:
+            select: resolve a DiveMem selection (candidate pool full) now; False leaves it
+                pending for :func:`select_long_term`, which batches it with other instruments'.
+        """
         if self.cfg.long_term_enabled and object_score < 0:
             return  # DiveMem: frames without the instrument never enter memory
         entry = self._entry(frame_idx, maskmem, obj_ptr, object_score, iou)
@@ -134,20 +168,28 @@ class InstrumentMemory:
         self.short_term.append(entry)
         if self.recent_ptrs.maxlen:
             self.recent_ptrs.append((entry.frame_idx, entry.obj_ptr))
+        if select:
+            select_long_term([self])
+
+    @property
+    def selection_pending(self) -> bool:
+        """True while the candidate pool is full and its DiveMem selection not yet made."""
+        return len(self.candidates) >= self.cfg.candidate_pool_size
 
     def _offer_candidate(self, entry: MemoryEntry) -> None:
         if self.cfg.long_term_frames == 0:
             return
         if entry.iou < self.cfg.iou_threshold or entry.object_score < self.cfg.object_score_threshold:
             return
+        select_long_term([self])  # a selection still pending from an earlier write comes first
         self.candidates.append(entry)
-        if len(self.candidates) < self.cfg.candidate_pool_size:
-            return
+
+    def _diversity_pick(self) -> torch.Tensor:
+        """Index (0-d device tensor) of the candidate that joins the long-term memory."""
         held = list(self.long_term) or list(self.cond.values())
         cand = torch.stack([c.maskmem.flatten() for c in self.candidates])
         held_t = torch.stack([h.maskmem.flatten() for h in held]) if held else cand[:0]
-        self.long_term.append(self.candidates[most_diverse_index(cand, held_t)])
-        self.candidates = []
+        return _most_diverse(cand, held_t)
 
     # ---- reading -------------------------------------------------------------------
     def gather(self, frame_idx: int) -> tuple[list[tuple[MemoryEntry, int]], list[tuple[int, torch.Tensor]]]:
@@ -233,6 +275,12 @@ def build_memory_inputs(
     selection that inference makes. Differentiable: memory features and pointers that carry
     gradients keep them.
 
+    Cost per call, however many instruments and frames: one stack and at most one padding
+    copy each for features and pointers, and one asynchronous upload of the pointer
+    distances; the index and validity tensors are built once per memory layout (which
+    slots hold which temporal position) and cached (:func:`memory_layout`). Nothing waits
+    for the device.
+
     Args:
         memories: one InstrumentMemory per batch row.
         frame_idx: index of the frame being tracked.
@@ -242,22 +290,80 @@ def build_memory_inputs(
 
     Returns:
         MemoryInputs (shapes in sam2s_ros.backends.base); rows with fewer frames / pointers
-        are padded and marked invalid.
+        are padded and marked invalid. The index and validity tensors are shared between
+        calls: do not modify them in place.
     """
+    device = torch.device(device)
     gathered = [m.gather(frame_idx) for m in memories]
-    b, n_f, n_p = len(memories), max(len(g[0]) for g in gathered), max(len(g[1]) for g in gathered)
-    mem_feats = torch.zeros(b, n_f, MEM_DIM, feat_hw, feat_hw, device=device)
-    tpos = torch.zeros(b, n_f, dtype=torch.int64, device=device)
-    mem_valid = torch.zeros(b, n_f, dtype=torch.bool, device=device)
-    ptrs = torch.zeros(b, max(n_p, 1), OBJ_PTR_DIM, device=device)
-    ptr_pos = torch.zeros(b, max(n_p, 1), device=device)
-    ptr_valid = torch.zeros(b, max(n_p, 1), dtype=torch.bool, device=device)
+    b = len(memories)
+    layout = MemoryLayout(
+        tuple(tuple(t_pos for _, t_pos in frames) for frames, _ in gathered),
+        tuple(len(pointers) for _, pointers in gathered),
+    )
+    idx = memory_layout(layout, device)
+    n_f, n_p = idx.mem_valid.shape[1], idx.ptr_valid.shape[1]
+    feats = [entry.maskmem for frames, _ in gathered for entry, _ in frames]
+    mem_feats = _scatter_rows(feats, idx.frame_slots, b * n_f, (MEM_DIM, feat_hw, feat_hw), device)
+    ptrs = _scatter_rows(
+        [p for _, pointers in gathered for _, p in pointers], idx.ptr_slots, b * n_p, (OBJ_PTR_DIM,), device
+    )
     t_diff_max = max(max_obj_ptrs - 1, 1)
-    for row, (frames, pointers) in enumerate(gathered):
-        for j, (entry, t_pos) in enumerate(frames):
-            mem_feats[row, j] = entry.maskmem.float()
-            tpos[row, j] = MODEL_NUM_MASKMEM - t_pos - 1
-            mem_valid[row, j] = True
-        for j, (dist, ptr) in enumerate(pointers):
-            ptrs[row, j], ptr_pos[row, j], ptr_valid[row, j] = ptr, dist / t_diff_max, True
-    return MemoryInputs(mem_feats, tpos, mem_valid, ptrs, ptr_pos, ptr_valid)
+    pos = [[dist / t_diff_max for dist, _ in pointers] + [0.0] * (n_p - len(pointers)) for _, pointers in gathered]
+    return MemoryInputs(
+        mem_feats.view(b, n_f, MEM_DIM, feat_hw, feat_hw),
+        idx.tpos_index,
+        idx.mem_valid,
+        ptrs.view(b, n_p, OBJ_PTR_DIM),
+        transfer.upload(torch.tensor(pos, dtype=torch.float32), device),
+        idx.ptr_valid,
+        padded=idx.frame_slots is not None or idx.ptr_slots is not None,
+    )
+
+
+class MemoryLayout(NamedTuple):
+    """Which slots of a padded memory batch are used: per row, the t_pos of each frame
+    (in gather order) and the number of pointers."""
+
+    frame_tpos: tuple[tuple[int, ...], ...]
+    pointer_counts: tuple[int, ...]
+
+
+class LayoutIndices(NamedTuple):
+    """Device tensors of a MemoryLayout (B rows, F = most frames, P = max(most pointers, 1))."""
+
+    tpos_index: torch.Tensor  # [B, F] int64, num_maskmem - t_pos - 1 (0 in padding)
+    mem_valid: torch.Tensor  # [B, F] bool
+    ptr_valid: torch.Tensor  # [B, P] bool
+    frame_slots: Optional[torch.Tensor]  # [N] int64 flat slots of the N frames; None = no padding
+    ptr_slots: Optional[torch.Tensor]  # [M] int64 flat slots of the M pointers; None = no padding
+
+
+def memory_layout(layout: MemoryLayout, device: torch.device) -> LayoutIndices:
+    """Index and validity tensors of ``layout`` on ``device``, built once per layout (cached)."""
+    n_f = max((len(r) for r in layout.frame_tpos), default=0)
+    n_p = max(max(layout.pointer_counts, default=0), 1)
+    tpos = tuple(tuple(MODEL_NUM_MASKMEM - t - 1 for t in r) + (0,) * (n_f - len(r)) for r in layout.frame_tpos)
+    mem_valid = tuple((True,) * len(r) + (False,) * (n_f - len(r)) for r in layout.frame_tpos)
+    ptr_valid = tuple((True,) * n + (False,) * (n_p - n) for n in layout.pointer_counts)
+    frame_slots = tuple(row * n_f + j for row, r in enumerate(layout.frame_tpos) for j in range(len(r)))
+    ptr_slots = tuple(row * n_p + j for row, n in enumerate(layout.pointer_counts) for j in range(n))
+    b = len(layout.pointer_counts)
+    return LayoutIndices(
+        transfer.constant(tpos, torch.int64, device),
+        transfer.constant(mem_valid, torch.bool, device),
+        transfer.constant(ptr_valid, torch.bool, device),
+        None if len(frame_slots) == b * n_f else transfer.constant(frame_slots, torch.int64, device),
+        None if len(ptr_slots) == b * n_p else transfer.constant(ptr_slots, torch.int64, device),
+    )
+
+
+def _scatter_rows(
+    rows: list[torch.Tensor], slots: Optional[torch.Tensor], total: int, shape: tuple, device: torch.device
+) -> torch.Tensor:
+    """[total, *shape] float32: ``rows`` (each ``shape``) at flat ``slots``, zeros elsewhere."""
+    if not rows:
+        return torch.zeros(total, *shape, device=device)
+    stacked = torch.stack(rows).to(device).float()
+    if slots is None:
+        return stacked
+    return stacked.new_zeros(total, *shape).index_copy(0, slots, stacked)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 
 from sam2s_ros.errors import FrameError
+from sam2s_ros.tracking import transfer
 
 #: ImageNet mean / std used by SAM 2 (sam2/utils/misc.py, load_video_frames)
 IMG_MEAN = (0.485, 0.456, 0.406)
@@ -43,7 +44,7 @@ def to_model_input(image: np.ndarray, image_size: int, device: torch.device) -> 
         [1, 3, S, S] float32 on ``device``.
     """
     resized = cv2.resize(image, (image_size, image_size), interpolation=cv2.INTER_LINEAR)
-    x = torch.from_numpy(resized).to(device).permute(2, 0, 1).float().div_(255.0)
-    mean = torch.tensor(IMG_MEAN, device=device)[:, None, None]
-    std = torch.tensor(IMG_STD, device=device)[:, None, None]
+    x = transfer.upload(resized, device).permute(2, 0, 1).float().div_(255.0)
+    mean = transfer.constant(IMG_MEAN, torch.float32, device)[:, None, None]
+    std = transfer.constant(IMG_STD, torch.float32, device)[:, None, None]
     return ((x - mean) / std).unsqueeze(0)

@@ -31,8 +31,9 @@ from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
 from sam2s_ros.errors import PromptError, Sam2sError, UnknownInstrumentError
 from sam2s_ros.tracking import prompts as prompt_ops
 from sam2s_ros.tracking import state as tracker_state
+from sam2s_ros.tracking import transfer
 from sam2s_ros.tracking.config import TrackerConfig, model_name
-from sam2s_ros.tracking.memory_bank import FEATURE_STRIDE, InstrumentMemory, build_memory_inputs
+from sam2s_ros.tracking.memory_bank import FEATURE_STRIDE, InstrumentMemory, build_memory_inputs, select_long_term
 from sam2s_ros.tracking.preprocess import check_frame, to_model_input
 from sam2s_ros.tracking.state import InstrumentState
 from sam2s_ros.tracking.types import (
@@ -54,17 +55,15 @@ PREV_LOGITS_CLAMP = 32.0
 @dataclass
 class _FrameOutput:
     low_res: torch.Tensor  # [1, S/4, S/4]
-    iou: float
+    iou: torch.Tensor  # [] predicted IoU (stays on the device until the frame's one host copy)
     obj_ptr: torch.Tensor  # [256]
-    object_score: float
+    object_score: torch.Tensor  # [] object-score logit (on the device, as iou)
     is_cond: bool
 
 
 def _rows(out: DecoderOutput, is_cond: bool) -> list[_FrameOutput]:
     return [
-        _FrameOutput(
-            out.low_res_masks[i], float(out.ious[i]), out.obj_ptrs[i], float(out.object_score_logits[i]), is_cond
-        )
+        _FrameOutput(out.low_res_masks[i], out.ious[i], out.obj_ptrs[i], out.object_score_logits[i], is_cond)
         for i in range(out.low_res_masks.shape[0])
     ]
 
@@ -73,22 +72,49 @@ def fill_holes(low_res: torch.Tensor, max_area: int) -> torch.Tensor:
     """Fill background holes of at most ``max_area`` pixels (SAM 2 ``fill_holes_in_mask_scores``).
 
     Holes are 8-connected components of ``logits <= 0``; they get logit 0.1. Works on CPU
-    with OpenCV instead of SAM 2's CUDA extension.
+    with OpenCV instead of SAM 2's CUDA extension: on a GPU that costs one host copy of the
+    [B, h, w] background masks and one asynchronous upload of the holes per frame (not per
+    instrument).
 
     Args:
         low_res: [B, 1, h, w] float32 logits.
+
+    Returns:
+        [B, 1, h, w] float32 logits (``low_res`` itself when nothing is filled).
     """
     if max_area <= 0:
         return low_res
-    out = low_res.clone()
-    for b in range(low_res.shape[0]):
-        bg = (low_res[b, 0] <= 0).cpu().numpy().astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(bg, connectivity=8)
+    (background,) = transfer.to_host(low_res[:, 0] <= 0)
+    holes = np.zeros(background.shape, bool)
+    for b in range(background.shape[0]):
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(background[b].astype(np.uint8), connectivity=8)
         small = np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] <= max_area) + 1
         if len(small):
-            hole = torch.from_numpy(np.isin(labels, small)).to(out.device)
-            out[b, 0][hole] = 0.1
-    return out
+            holes[b] = np.isin(labels, small)
+    if not holes.any():
+        return low_res
+    return low_res.masked_fill(transfer.upload(holes, low_res.device)[:, None], 0.1)
+
+
+def overlap_owner(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Which instrument a label image shows at each pixel (computed where the logits are).
+
+    Args:
+        logits: [B, H, W] float32 logits, rows in result order.
+        masks: [B, H, W] bool, the thresholded logits.
+
+    Returns:
+        [H, W] uint8: 0 where no mask is set, else 1 + the row with the highest logit among
+        the rows whose mask is set (the first such row on ties), as
+        :meth:`~sam2s_ros.tracking.types.FrameResult.label_image` resolves overlaps.
+    """
+    best = torch.full(logits.shape[1:], float("-inf"), device=logits.device)
+    owner = torch.zeros(logits.shape[1:], dtype=torch.uint8, device=logits.device)
+    for row in range(logits.shape[0]):  # the rule of label_image: strictly higher logit wins
+        take = masks[row] & (logits[row] > best)
+        best = torch.where(take, logits[row], best)
+        owner = torch.where(take, row + 1, owner)
+    return owner
 
 
 class InstrumentTracker:
@@ -108,7 +134,8 @@ class InstrumentTracker:
         config.validate()
         self.backend = backend
         self.cfg = config
-        self.semantic_head = semantic_head
+        # on the tracker's device: its output joins the frame's one host copy
+        self.semantic_head = semantic_head.to(backend.device) if semantic_head is not None else None
         self.weights = weights
         self.checkpoint_sha256 = checkpoint_sha256
         self.image_size = backend.image_size
@@ -218,10 +245,10 @@ class InstrumentTracker:
                 self._start_instrument(p)
         outputs = self._track_existing(feats, accepted, hw, timings)
         outputs.update(self._start_from_prompts(feats, accepted, hw, timings))
-        results = self._finish_frame(feats, outputs, hw, timings)
+        results, owner = self._finish_frame(feats, outputs, hw, timings)
         self._frame_index += 1
         timings["total"] = time.perf_counter() - t_start
-        return FrameResult(self._frame_index - 1, hw, results, rejected, timings)
+        return FrameResult(self._frame_index - 1, hw, results, rejected, timings, overlap_owner=owner)
 
     # ---- prompts ---------------------------------------------------------------------
     def _accept_prompts(self, prompts, hw) -> tuple[dict[int, PromptInput], list[RejectedPrompt]]:
@@ -335,47 +362,93 @@ class InstrumentTracker:
         )
 
     # ---- memory + results ------------------------------------------------------------
-    def _finish_frame(self, feats, outputs: dict[int, _FrameOutput], hw, timings) -> list[InstrumentResult]:
+    def _finish_frame(
+        self, feats, outputs: dict[int, _FrameOutput], hw, timings
+    ) -> tuple[list[InstrumentResult], Optional[np.ndarray]]:
+        """Encode the frame's memories and build the results.
+
+        Everything stays on the device up to one host copy per frame (transfer.to_host) of
+        the [B, H, W] bool masks, a [B, 2 + C] float32 table (IoU, object score, class
+        probabilities) and either the [B, H, W] float32 logits (when they are returned,
+        TrackerConfig.return_mask_logits) or the [H, W] uint8 overlap owners.
+
+        Returns:
+            (results sorted by id, overlap owners or None: with logits or without instruments).
+        """
         ids = sorted(outputs)
         if not ids:
-            return []
-        raw = torch.stack([outputs[i].low_res for i in ids])  # [B, 1, s, s]
+            return [], None
+        rows = [outputs[i] for i in ids]
+        raw = torch.stack([o.low_res for o in rows])  # [B, 1, s, s]
         filled = fill_holes(raw, self.cfg.fill_hole_area)
-        is_cond = torch.tensor([outputs[i].is_cond for i in ids], device=self.device)
-        size = (self.image_size, self.image_size)
-        # SAM 2.1: conditioning frames encode the (hole-filled) binarised mask, tracked frames the sigmoid
-        hi_cond = F.interpolate(filled, size=size, mode="bilinear", align_corners=False)
-        hi_track = F.interpolate(raw, size=size, mode="bilinear", align_corners=False)
-        mask_for_mem = torch.where(is_cond[:, None, None, None], (hi_cond > 0).float(), torch.sigmoid(hi_track))
-        mask_for_mem = mask_for_mem * MEM_MASK_SCALE + MEM_MASK_BIAS
-        scores = torch.tensor([outputs[i].object_score for i in ids], device=self.device)
+        scores = torch.stack([o.object_score for o in rows])  # [B]
         t0 = time.perf_counter()
-        maskmem, _ = self.backend.encode_memory(feats, mask_for_mem, scores)
+        maskmem, _ = self.backend.encode_memory(feats, self._mask_for_memory(raw, filled, rows), scores)
         timings["memory_encoder"] = time.perf_counter() - t0
-        probs = self._class_probabilities([outputs[i].obj_ptr for i in ids])
-        h, w = hw
-        video_logits = F.interpolate(filled, size=(h, w), mode="bilinear", align_corners=False)[:, 0]
-        logits_np = video_logits.float().cpu().numpy()
+        video_logits = F.interpolate(filled, size=hw, mode="bilinear", align_corners=False)[:, 0]  # [B, H, W]
+        masks = video_logits > self.cfg.mask_threshold
+        probs = self._class_probabilities([o.obj_ptr for o in rows])
+        table = [torch.stack([o.iou for o in rows])[:, None], scores[:, None]]  # [B, 2 + C]
+        if probs is not None:
+            table.append(probs.detach().float())
+        # the label image needs the logits where masks overlap: on the host when they are
+        # returned, else resolved here into one [H, W] uint8 owner map
+        with_logits = self._return_logits()
+        extra = video_logits if with_logits else overlap_owner(video_logits, masks)
+        masks_np, small_np, extra_np = transfer.to_host(masks, torch.cat(table, 1), extra)
+        logits_np, owner_np = (extra_np, None) if with_logits else (None, extra_np)
         results = []
-        for row, iid in enumerate(ids):
-            o, state = outputs[iid], self._instruments[iid]
-            add = state.memory.add_conditioning if o.is_cond else state.memory.add_tracked
-            add(self._frame_index, maskmem[row], o.obj_ptr, o.object_score, o.iou)
-            if probs is not None and o.object_score > 0:
-                state.class_probs.append(probs[row])
-            results.append(self._result(state, o, logits_np[row]))
-        return results
+        for row, (iid, o) in enumerate(zip(ids, rows)):
+            state = self._instruments[iid]
+            iou, score = float(small_np[row, 0]), float(small_np[row, 1])
+            if o.is_cond:
+                state.memory.add_conditioning(self._frame_index, maskmem[row], o.obj_ptr, score, iou)
+            else:
+                state.memory.add_tracked(self._frame_index, maskmem[row], o.obj_ptr, score, iou, select=False)
+            if probs is not None and score > 0:
+                state.class_probs.append(torch.from_numpy(small_np[row, 2:].copy()))
+            logits = logits_np[row] if logits_np is not None else None
+            results.append(self._result(state, o.is_cond, iou, score, masks_np[row], logits))
+        select_long_term([self._instruments[i].memory for i in ids])
+        return results, owner_np
+
+    def _mask_for_memory(self, raw: torch.Tensor, filled: torch.Tensor, rows: list[_FrameOutput]) -> torch.Tensor:
+        """[B, 1, S, S] memory-encoder mask input (SAM 2.1 scaling of the mask)."""
+        size = (self.image_size, self.image_size)
+        cond = tuple(o.is_cond for o in rows)
+        # SAM 2.1: conditioning frames encode the (hole-filled) binarised mask, tracked frames the sigmoid
+        binary = (
+            (F.interpolate(filled, size=size, mode="bilinear", align_corners=False) > 0).float() if any(cond) else None
+        )
+        soft = None if all(cond) else torch.sigmoid(F.interpolate(raw, size=size, mode="bilinear", align_corners=False))
+        if soft is None:
+            mask = binary
+        elif binary is None:
+            mask = soft
+        else:
+            mask = torch.where(transfer.constant(cond, torch.bool, self.device)[:, None, None, None], binary, soft)
+        return mask * MEM_MASK_SCALE + MEM_MASK_BIAS
+
+    def _return_logits(self) -> bool:
+        flag = self.cfg.return_mask_logits
+        return self.device.type == "cpu" if flag is None else bool(flag)
 
     def _class_probabilities(self, obj_ptrs: list[torch.Tensor]) -> Optional[torch.Tensor]:
         if self.semantic_head is None:
             return None
-        return self.semantic_head(torch.stack(obj_ptrs).to(next(self.semantic_head.parameters()).device)).cpu()
+        return self.semantic_head(torch.stack(obj_ptrs))  # [B, C], on the tracker's device
 
-    def _result(self, state: InstrumentState, o: _FrameOutput, logits: np.ndarray) -> InstrumentResult:
-        mask = logits > self.cfg.mask_threshold
-        bbox = mask_bbox(mask)
+    def _result(
+        self,
+        state: InstrumentState,
+        is_cond: bool,
+        iou: float,
+        score: float,
+        mask: np.ndarray,
+        logits: Optional[np.ndarray],
+    ) -> InstrumentResult:
         res = InstrumentResult(
-            state.instrument_id, mask, logits, o.iou, o.object_score, bbox, is_conditioning_frame=o.is_cond
+            state.instrument_id, mask, logits, iou, score, mask_bbox(mask), is_conditioning_frame=is_cond
         )
         if state.class_probs:
             mean = torch.stack(list(state.class_probs)).mean(0)

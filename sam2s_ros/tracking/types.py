@@ -120,6 +120,10 @@ class FrameResult:
         rejected_prompts: prompts given to track() that were refused.
         timings: seconds spent per stage ("image_encoder", "memory_attention",
             "mask_decoder", "memory_encoder", "total").
+        overlap_owner: optional [H, W] uint8, 0 = no mask, else 1 + the index in
+            ``instruments`` of the instrument with the highest mask logit among those whose
+            mask covers the pixel (the tracker computes it on its device, so that the label
+            image needs no float32 logits on the host); None = resolve from ``mask_logits``.
     """
 
     frame_index: int
@@ -127,6 +131,7 @@ class FrameResult:
     instruments: list[InstrumentResult]
     rejected_prompts: list[RejectedPrompt] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    overlap_owner: Optional[np.ndarray] = None
 
     def label_image(self, dtype=np.uint16) -> np.ndarray:
         """[H, W] label image: 0 background, else the instrument id.
@@ -139,6 +144,9 @@ class FrameResult:
         labels = np.zeros((h, w), dtype=dtype)
         if dtype == np.uint8 and any(r.instrument_id > 255 for r in self.instruments):
             raise ValueError("instrument id above 255 does not fit a mono8 label image")
+        if self.overlap_owner is not None:
+            ids = np.array([0] + [r.instrument_id for r in self.instruments], dtype=dtype)
+            return ids[self.overlap_owner]
         best = np.full((h, w), -np.inf, dtype=np.float32)
         for r in self.instruments:
             score = r.mask_logits if r.mask_logits is not None else np.full((h, w), float(r.instrument_id), np.float32)
