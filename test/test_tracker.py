@@ -280,3 +280,30 @@ def test_unknown_memory_attention_batching_is_refused():
     cfg = TrackerConfig(allow_random_weights=True, memory_attention_batching="sometimes")
     with pytest.raises(ConfigError, match="memory_attention_batching must be one of"):
         cfg.validate()
+
+
+def test_label_image_resolves_overlaps_inside_each_bbox_like_the_full_frame_rule():
+    """label_image works inside each mask's bbox; it must equal the full-frame rule (higher logit wins,
+    else higher id) on overlapping masks, with and without logits."""
+    from sam2s_ros.tracking.types import FrameResult, InstrumentResult, mask_bbox
+
+    rng = np.random.default_rng(3)
+    h, w = 120, 160
+    for keep_logits in (True, False):
+        insts = []
+        for i in range(3):
+            logits = rng.normal(size=(h, w)).astype(np.float32) * 4
+            mask = np.zeros((h, w), bool)
+            mask[20 + 10 * i : 90, 30 + 15 * i : 120] = True  # all three overlap
+            mask &= logits > -2
+            insts.append(InstrumentResult(i + 1, mask, logits if keep_logits else None, 1.0, 1.0, mask_bbox(mask)))
+        insts.append(InstrumentResult(9, np.zeros((h, w), bool), None, 1.0, -1.0, (0, 0, 0, 0)))  # empty mask
+        expected = np.zeros((h, w), np.uint16)
+        best = np.full((h, w), -np.inf, np.float32)
+        for r in insts:
+            score = r.mask_logits if r.mask_logits is not None else np.full((h, w), r.instrument_id, np.float32)
+            take = r.mask & (score > best)
+            expected[take], best[take] = r.instrument_id, score[take]
+        got = FrameResult(0, (h, w), insts).label_image()
+        assert len(np.unique(got)) == 4  # background and three ids: the overlap is really resolved
+        np.testing.assert_array_equal(got, expected)
