@@ -90,7 +90,7 @@ class ReadoutBaseline:
         """
         h, w = rgb.shape[:2]
         s = self.image_size
-        x = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None].float()
+        x = torch.from_numpy(np.array(rgb, copy=True)).permute(2, 0, 1)[None].float()
         x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False, antialias=True)
         embed = self._encoder((x - self._mean) / self._std)[2]  # [1, 256, g, g]
         keys = F.normalize(embed[0].flatten(1).T, dim=1)  # [g*g, 256]
