@@ -279,3 +279,24 @@ def test_supervised_worker_restarts_a_bounded_number_of_times():
     run_supervised(loop, lambda: False, on_error, backoff_s=0.0)
     assert len(runs) == 3
     assert errors == [("run 1", 0), ("run 2", 1), ("run 3", 2)]
+
+
+def test_supervised_worker_counts_restarts_in_a_window_only():
+    """Rare errors over a long procedure never stop the worker; a burst within the window does."""
+    now = [0.0]
+    runs, counts = [], []
+
+    def loop():
+        runs.append(1)
+        now[0] += 100.0 if len(runs) <= 4 else 1.0  # 4 errors 100 s apart, then a burst 1 s apart
+        if len(runs) == 12:
+            return
+        raise RuntimeError(f"run {len(runs)}")
+
+    def on_error(exc, restarts):
+        counts.append(restarts)
+        return restarts < 2
+
+    run_supervised(loop, lambda: False, on_error, backoff_s=0.0, window_s=60.0, clock=lambda: now[0])
+    assert counts == [0, 0, 0, 0, 1, 2]  # spread-out errors count 0 each; the burst reaches the limit
+    assert len(runs) == 6

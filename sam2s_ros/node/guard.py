@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from rcl_interfaces.msg import SetParametersResult
 
@@ -122,23 +122,33 @@ def run_supervised(
     stopped: Callable[[], bool],
     on_error: Callable[[BaseException, int], bool],
     backoff_s: float = 1.0,
+    window_s: Optional[float] = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """Run ``loop()`` until it returns; restart it after an exception while ``on_error`` agrees.
 
     Args:
         loop: the worker's body; returning means "stopped normally".
         stopped: True once the worker should end (no restart, no report).
-        on_error: called with the exception and the number of restarts so far; returns
-            True to restart (after ``backoff_s``), False to give up.
+        on_error: called with the exception and the number of restarts so far (within the
+            last ``window_s`` seconds when given); returns True to restart (after
+            ``backoff_s``), False to give up.
         backoff_s: pause before a restart (s).
+        window_s: count only restarts of the last ``window_s`` seconds, so that errors that
+            come in a burst stop the worker but rare ones over a long procedure do not use up
+            the budget; None = count every restart since the start.
+        clock: monotonic time source in seconds (tests pass a fake).
     """
-    restarts = 0
+    restart_times: list[float] = []
     while not stopped():
         try:
             loop()
             return
         except Exception as exc:  # noqa: BLE001 (thread boundary)
-            if stopped() or not on_error(exc, restarts):
+            now = clock()
+            if window_s is not None:
+                restart_times = [t for t in restart_times if now - t < window_s]
+            if stopped() or not on_error(exc, len(restart_times)):
                 return
-            restarts += 1
+            restart_times.append(now)
             time.sleep(backoff_s)

@@ -17,7 +17,7 @@ of recent frames, else to the next processed frame. See docs/node_interface.md.
 
 No callback ends the process: every service, subscription and timer callback (rclpy's
 parameter and lifecycle services included) runs inside :class:`~sam2s_ros.node.guard.CallbackGuard`, and
-the worker is restarted (at most WORKER_MAX_RESTARTS times) if it raises. State files are
+the worker is restarted (at most WORKER_MAX_RESTARTS times within WORKER_RESTART_WINDOW_S) if it raises. State files are
 read, validated and written off the tracker lock, inside ``state_dir`` only
 (docs/hostile_inputs.md).
 
@@ -89,7 +89,8 @@ NODE_NAME = "sam2s_node"
 EXIT_BAD_CONFIG = 2
 WORKER_POLL_S = 0.1  # worker wake-up period when no frame arrives (s)
 WORKER_JOIN_S = 30.0  # longest wait for an in-flight track() at shutdown (s)
-WORKER_MAX_RESTARTS = 5  # the worker is restarted after an unexpected error at most this often
+WORKER_MAX_RESTARTS = 5  # the worker is restarted after an unexpected error at most this often ...
+WORKER_RESTART_WINDOW_S = 60.0  # ... within this many seconds (errors spread over a procedure never stop it)
 WORKER_RESTART_BACKOFF_S = 1.0
 EXECUTOR_THREADS = 5  # image, control, state files, diagnostics timer, rclpy's parameter + lifecycle services
 LIFECYCLE_ACTIVE = "active"
@@ -607,6 +608,7 @@ class Sam2sNode(LifecycleNode):
             lambda: stop.is_set() or not self.context.ok(),
             self._on_worker_error,
             WORKER_RESTART_BACKOFF_S,
+            WORKER_RESTART_WINDOW_S,
         )
 
     def _worker_loop(self, stop: threading.Event) -> None:
@@ -629,11 +631,15 @@ class Sam2sNode(LifecycleNode):
         if restarts < WORKER_MAX_RESTARTS:
             self._stats.worker_restarted()
             self.get_logger().error(
-                f"inference worker restarting ({restarts + 1} of at most {WORKER_MAX_RESTARTS}) after: {reason}"
+                f"inference worker restarting ({restarts + 1} of at most {WORKER_MAX_RESTARTS} within "
+                f"{WORKER_RESTART_WINDOW_S:.0f} s) after: {reason}"
             )
             return True
         self._worker_error = f"{type(err).__name__}: {err}"
-        self.get_logger().fatal(f"inference worker stopped for good after {WORKER_MAX_RESTARTS} restarts: {reason}")
+        self.get_logger().fatal(
+            f"inference worker stopped for good after {WORKER_MAX_RESTARTS} restarts within "
+            f"{WORKER_RESTART_WINDOW_S:.0f} s: {reason}"
+        )
         return False
 
     def _assign_prompts(self, frame: Optional[Frame]) -> list[tuple[Frame, list[PromptInput]]]:
