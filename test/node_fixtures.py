@@ -258,3 +258,37 @@ class NodeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=10)
+
+
+class NodeFactory:
+    """Starts in-process Sam2sNodes (TEST_PARAMS + overrides), each with a Peer spinning it; close() ends all.
+
+    Args:
+        context: the rclpy context of the test.
+        wait_for_subscriber: wait until each node subscribes to the images (an active node);
+            False for nodes that may be unconfigured or inactive (lifecycle tests).
+    """
+
+    def __init__(self, context, wait_for_subscriber: bool = True):
+        self._context = context
+        self._wait = wait_for_subscriber
+        self._made: list = []
+
+    def __call__(self, **overrides):
+        from rclpy.parameter import Parameter
+
+        from sam2s_ros.node.node import Sam2sNode
+
+        params = {**TEST_PARAMS, **overrides}
+        node = Sam2sNode(context=self._context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
+        peer = Peer(self._context, extra_nodes=[node])
+        self._made.append((node, peer))
+        if self._wait:
+            peer.wait_for_subscriber()
+        return node, peer
+
+    def close(self) -> None:
+        for node, peer in self._made:
+            peer.close()
+            assert node.stop(timeout=30)
+            node.destroy_node()

@@ -23,14 +23,13 @@ from std_srvs.srv import Trigger
 from sam2s_ros import codec
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.msg import InstrumentMask
-from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.node.parameters import ALL_PARAMS, declare_parameters, inference_threads, read_parameters
 from sam2s_ros.srv import LoadState, RemoveInstrument, SaveState
 from sam2s_ros.tracking.config import ENDOVIS17_CLASSES
 
 from node_fixtures import (
     TEST_PARAMS,
-    Peer,
+    NodeFactory,
     add_prompt,
     click_prompt,
     image_msg,
@@ -48,21 +47,9 @@ WAIT = 60.0  # s; one frame takes ~0.3-3 s at 256 px on 2 busy cores
 @pytest.fixture
 def make_harness(rclpy_context):
     """Start an in-process Sam2sNode (+ peer) with TEST_PARAMS and extra overrides."""
-    made = []
-
-    def make(**overrides):
-        params = {**TEST_PARAMS, **overrides}
-        node = Sam2sNode(context=rclpy_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        peer = Peer(rclpy_context, extra_nodes=[node])
-        made.append((node, peer))
-        peer.wait_for_subscriber()
-        return node, peer
-
-    yield make
-    for node, peer in made:
-        peer.close()
-        assert node.stop(timeout=30)
-        node.destroy_node()
+    factory = NodeFactory(rclpy_context, wait_for_subscriber=True)
+    yield factory
+    factory.close()
 
 
 def test_image_and_prompts_give_stamped_outputs_at_source_size(make_harness, shared_dir):

@@ -30,7 +30,7 @@ from sam2s_ros.node.node import Sam2sNode
 from sam2s_ros.node.parameters import ALL_PARAMS, DYNAMIC_PARAMS, READ_ONLY_REASON, change_refusal
 from sam2s_ros.srv import RemoveInstrument, SaveState
 
-from node_fixtures import TEST_PARAMS, Peer, add_prompt, click_prompt, image_msg, pixels, wait_until
+from node_fixtures import TEST_PARAMS, NodeFactory, Peer, add_prompt, click_prompt, image_msg, pixels, wait_until
 from tracker_fixtures import load_frames
 
 pytestmark = pytest.mark.shared_data
@@ -43,20 +43,9 @@ CLICKS = {1: (430.0, 300.0), 2: (200.0, 150.0)}
 @pytest.fixture
 def make_node(rclpy_context):
     """An in-process Sam2sNode with TEST_PARAMS + overrides, and a peer spinning both."""
-    made = []
-
-    def make(**overrides):
-        params = {**TEST_PARAMS, **overrides}
-        node = Sam2sNode(context=rclpy_context, parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-        peer = Peer(rclpy_context, extra_nodes=[node])
-        made.append((node, peer))
-        return node, peer
-
-    yield make
-    for node, peer in made:
-        peer.close()
-        assert node.stop(timeout=30)
-        node.destroy_node()
+    factory = NodeFactory(rclpy_context, wait_for_subscriber=False)
+    yield factory
+    factory.close()
 
 
 def get_state(peer: Peer) -> str:
