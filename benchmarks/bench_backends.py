@@ -260,6 +260,10 @@ def ensure_export(
     checkpoint = model_weights(model_size)
     weights = f"checkpoint {checkpoint}" if checkpoint else "random weights (seed 0)"
     fresh = manifest.is_file() and json.loads(manifest.read_text()).get("weights") == weights
+    if fresh and checkpoint:  # same path, maybe another file (a new release of the embedded checkpoint)
+        from sam2s_ros.model.checkpoint import file_sha256
+
+        fresh = json.loads(manifest.read_text()).get("checkpoint_sha256") == file_sha256(str(checkpoint))
     missing = (fp16 and not (out / "image_encoder.fp16.onnx").is_file()) or (
         int8 and not (out / "image_encoder.int8.onnx").is_file()
     )

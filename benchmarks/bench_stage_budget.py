@@ -158,7 +158,7 @@ def stage_calls(backend, size: int, b: int) -> dict:
 
     image, memory, coords, labels, mask = stage_inputs(backend, size, b)
     feats = backend.encode_image(image)
-    pix = backend.attend_memory(feats, memory)
+    pix = backend.attend_memory(feats, memory).pix_feat
     return {
         "image_encoder": lambda: backend.encode_image(image),
         "memory_attention": lambda: backend.attend_memory(feats, memory),

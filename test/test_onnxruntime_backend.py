@@ -125,8 +125,8 @@ def test_memory_attention_parity(ort_backend, torch_backend, feats, dims):
         ptr_valid,
     )
     _close(
-        ort_backend.attend_memory(feats, memory),
-        torch_backend.attend_memory(feats, memory),
+        ort_backend.attend_memory(feats, memory).pix_feat,
+        torch_backend.attend_memory(feats, memory).pix_feat,
         f"memory attention B={b} F={f} P={q}",
     )
 
@@ -165,7 +165,7 @@ def test_fp16_graphs_run_on_cpu(onnx_dir, feats):
         torch.zeros(b, 4),
         torch.ones(b, 4, dtype=torch.bool),
     )
-    attended = backend.attend_memory(f16, memory)
+    attended = backend.attend_memory(f16, memory).pix_feat
     assert attended.shape == (b, 256, hw, hw)
     maskmem, _ = backend.encode_memory(f16, torch.zeros(b, 1, IMAGE_SIZE, IMAGE_SIZE), torch.ones(b))
     assert maskmem.shape == (b, 64, hw, hw)
@@ -328,7 +328,7 @@ def test_int8_graphs_stay_close_to_fp32(onnx_dir, ort_backend, feats):
         torch.arange(16.0).repeat(b, 1),
         torch.ones(b, 16, dtype=torch.bool),
     )
-    pairs.append((int8.attend_memory(feats, memory), ort_backend.attend_memory(feats, memory)))
+    pairs.append((int8.attend_memory(feats, memory).pix_feat, ort_backend.attend_memory(feats, memory).pix_feat))
     coords, labels = _prompts(b, 2, gen)
     pix = pairs[-1][1]
     pairs += list(

@@ -66,15 +66,25 @@ def test_one_step_changes_exactly_the_trainable_parameters(shared_dir, tmp_path)
     assert frozen, "the image encoder should be frozen"
     assert all(k.startswith("sam.image_encoder.") for k in frozen)
     assert not (changed & frozen), f"frozen parameters changed: {sorted(changed & frozen)[:5]}"
-    for prefix in (
-        "sam.memory_attention.",
-        "sam.memory_encoder.",
-        "sam.sam_mask_decoder.transformer.",
-        "sam.obj_ptr_proj.",
-    ):
+    # the readout memory (sam2s_ros.model.readout) has no memory-attention weights, and no loss
+    # reads the object pointers of a model without a semantic head
+    for prefix in ("sam.memory_encoder.", "sam.sam_mask_decoder.transformer."):
         module = {k for k in trainable if k.startswith(prefix)}
         assert module, f"no trainable parameters under {prefix}"
         assert module <= changed, f"{prefix}: {sorted(module - changed)[:5]} did not change"
+
+
+def test_readout_keys_are_fitted_on_the_training_frames(shared_dir, tmp_path):
+    tr = Trainer(small_config(shared_dir, tmp_path), progress=False)
+    tr.cache.fill(tr.train_seqs, progress=False)
+    before = tr.sam.memory_encoder.out_proj.weight.detach().clone()
+    info = tr.fit_readout_keys()
+    assert info["frames"] == 4  # every 3rd of 10 frames
+    assert info["cells"] == 4 * 8 * 8
+    assert 0.5 < info["variance_kept"] <= 1.0
+    assert not torch.equal(before, tr.sam.memory_encoder.out_proj.weight)
+    kept = Trainer(small_config(shared_dir, tmp_path / "keep", readout_keys="keep"), progress=False)
+    assert kept.fit_readout_keys() is None
 
 
 def test_resume_equals_an_uninterrupted_run(shared_dir, tmp_path):
@@ -82,6 +92,7 @@ def test_resume_equals_an_uninterrupted_run(shared_dir, tmp_path):
     full.run()
     part = Trainer(small_config(shared_dir, tmp_path / "b", steps=4), progress=False)
     part.cache.fill(part.train_seqs, progress=False)
+    part.fit_readout_keys()  # what run() does before the first step
     part.train_step()
     part.train_step()
     part.save_checkpoint()  # as if the process had been killed after step 2

@@ -44,6 +44,32 @@ class MemoryInputs(NamedTuple):
     padded: Optional[bool] = None
 
 
+class MemoryPrompt(NamedTuple):
+    """Decoder prompt a readout memory gives a tracked frame (sam2s_ros.model.readout)."""
+
+    point_coords: torch.Tensor  # [B, 3, 2] float32 model pixels: click, box top-left, box bottom-right
+    point_labels: torch.Tensor  # [B, 3] int32 (1, 2, 3; -1 where absent)
+    mask_input: torch.Tensor  # [B, 1, S/4, S/4] float32 mask-prompt logits
+    present: torch.Tensor  # [B] bool, False = the readout found nothing (object absent)
+
+
+class AttendedMemory(NamedTuple):
+    """Memory attention output for B instruments."""
+
+    pix_feat: torch.Tensor  # [B, 256, h, w] float32 memory-conditioned features
+    #: readout models only (sam2s_mobile); None for SAM 2.1 models, whose tracked frames are
+    #: decoded without a prompt
+    prompt: Optional[MemoryPrompt] = None
+
+
+def concat_attended(parts: list[AttendedMemory]) -> AttendedMemory:
+    """Stack per-instrument AttendedMemory rows (all with or all without a prompt) into one batch."""
+    pix = torch.cat([p.pix_feat for p in parts])
+    if parts[0].prompt is None:
+        return AttendedMemory(pix)
+    return AttendedMemory(pix, MemoryPrompt(*(torch.cat(list(t)) for t in zip(*(p.prompt for p in parts)))))
+
+
 class Backend(Protocol):
     """SAM 2.1 stages on one runtime. Attributes: name, image_size, device."""
 
@@ -57,8 +83,9 @@ class Backend(Protocol):
     def no_memory_features(self, feat_s2: torch.Tensor) -> torch.Tensor:
         """[B, 256, h, w] -> features of an initial conditioning frame (+ no_mem_embed)."""
 
-    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
-        """Memory attention -> [B, 256, h, w] memory-conditioned features."""
+    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> AttendedMemory:
+        """Memory attention -> memory-conditioned features [B, 256, h, w] (+ the readout
+        prompt of readout models)."""
 
     def decode_masks(
         self,

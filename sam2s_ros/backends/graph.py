@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
+from sam2s_ros.backends.base import AttendedMemory, DecoderOutput, ImageFeatures, MemoryInputs, MemoryPrompt
 from sam2s_ros.errors import BackendError
 from sam2s_ros.export.contract import (
     CONSTANTS_FILE,
@@ -155,6 +155,8 @@ class GraphBackend:
     stream: Optional["torch.cuda.Stream"] = None
     #: (min, opt, max) per dynamic axis the runtime accepts; None = any size (CPU / CUDA EP)
     dims: Optional[dict[str, tuple[int, int, int]]] = None
+    #: the graph contract of the loaded model family (contract.graphs_for); subclasses set it
+    graphs: dict = GRAPHS
     #: seconds :meth:`warmup` took (engine builds of the TensorRT EP happen there); None = not run
     warmup_seconds: Optional[float] = None
 
@@ -177,7 +179,7 @@ class GraphBackend:
         raise NotImplementedError
 
     def _call(self, stage: str, **feeds: torch.Tensor) -> dict[str, torch.Tensor]:
-        spec = GRAPHS[stage]
+        spec = self.graphs[stage]
         try:
             dims = bind_dims(spec, {k: tuple(v.shape) for k, v in feeds.items()}, self.image_size)
         except ValueError as exc:
@@ -197,7 +199,7 @@ class GraphBackend:
         on a graph's first run: minutes on first start, then from its cache); seconds taken."""
         t0 = time.perf_counter()
         dims = {k: v[1] for k, v in (self.dims or DYNAMIC_DIMS).items()}
-        for stage, spec in GRAPHS.items():
+        for stage, spec in self.graphs.items():
             feeds = {}
             for t in spec.inputs:
                 dtype = TORCH_DTYPES[t.dtype]
@@ -225,7 +227,7 @@ class GraphBackend:
     def no_memory_features(self, feat_s2: torch.Tensor) -> torch.Tensor:
         return feat_s2.to(self.device) + self._no_mem_embed[None, :, None, None]
 
-    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
+    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> AttendedMemory:
         out = self._call(
             "memory_attention",
             feat_s2=feats.feat_s2,
@@ -237,7 +239,10 @@ class GraphBackend:
             obj_ptr_pos=memory.obj_ptr_pos,
             ptr_valid=memory.ptr_valid,
         )
-        return out["pix_feat_with_mem"]
+        if "point_coords" in out:  # readout models (contract.MEMORY_READOUT)
+            prompt = MemoryPrompt(out["point_coords"], out["point_labels"], out["mask_input"], out["present"])
+            return AttendedMemory(out["pix_feat_with_mem"], prompt)
+        return AttendedMemory(out["pix_feat_with_mem"])
 
     def decode_masks(
         self, pix_feat, feats, point_coords, point_labels, mask_input: Optional[torch.Tensor], multimask: bool

@@ -52,10 +52,10 @@ from sam2s_ros.backends.graph import (
 from sam2s_ros.errors import BackendError
 from sam2s_ros.export.contract import (
     DYNAMIC_DIMS,
-    GRAPHS,
     PRECISIONS,
     TRT_CACHE_SUBDIR,
     bind_dims,
+    graphs_for,
     stage_precision,
 )
 
@@ -208,6 +208,7 @@ class OnnxRuntimeBackend(GraphBackend):
                 f"device {device!r} requested but torch sees no CUDA GPU; the onnxruntime backend "
                 "hands CUDA tensors to onnxruntime (install a CUDA build of torch) or use device:=cpu"
             )
+        self.graphs = graphs_for(model_size)
         self.manifest = check_export(self.onnx_dir, self.image_size, model_size, checkpoint_sha256, weights)
         self._no_mem_embed, self._maskmem_pos = load_constants(self.onnx_dir, self.image_size, self.device)
         self._init_stream()
@@ -232,8 +233,8 @@ class OnnxRuntimeBackend(GraphBackend):
     def _sessions(self, ort, identity) -> dict:
         model_size, checkpoint_sha256, weights = identity
         graph_precision = "fp32" if self.provider == "tensorrt" else self.precision
-        precisions = {s: stage_precision(s, graph_precision) for s in GRAPHS}
-        paths = {s: self.onnx_dir / g.filename(precisions[s]) for s, g in GRAPHS.items()}
+        precisions = {s: stage_precision(s, graph_precision) for s in self.graphs}
+        paths = {s: self.onnx_dir / g.filename(precisions[s]) for s, g in self.graphs.items()}
         missing = [p.name for p in paths.values() if not p.is_file()]
         if missing:
             flag = f" --{graph_precision}" if graph_precision != "fp32" else ""
@@ -294,7 +295,7 @@ class OnnxRuntimeBackend(GraphBackend):
             return ("CUDAExecutionProvider", self._cuda_entry_options())
         cache = self.onnx_dir / TRT_CACHE_SUBDIR
         cache.mkdir(parents=True, exist_ok=True)
-        spec = GRAPHS[path.name.split(".")[0]]
+        spec = self.graphs[path.name.split(".")[0]]
         profiles = spec.profile_shapes(self.image_size, self.profile_dims)
 
         def shapes(i: int) -> str:
@@ -317,7 +318,7 @@ class OnnxRuntimeBackend(GraphBackend):
         return ("TensorrtExecutionProvider", options)
 
     def _run(self, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        sess, spec = self.sessions[stage], GRAPHS[stage]
+        sess, spec = self.sessions[stage], self.graphs[stage]
         if self.device.type == "cpu":
             outs = sess.run([t.name for t in spec.outputs], {k: v.numpy() for k, v in feeds.items()})
             return {t.name: torch.from_numpy(o) for t, o in zip(spec.outputs, outs)}
@@ -325,7 +326,7 @@ class OnnxRuntimeBackend(GraphBackend):
 
     def _run_cuda(self, sess, stage: str, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """IO binding on torch CUDA tensors (outputs preallocated from the graph contract)."""
-        spec, dev = GRAPHS[stage], _cuda_index(self.device)
+        spec, dev = self.graphs[stage], _cuda_index(self.device)
         dims = bind_dims(spec, {k: tuple(v.shape) for k, v in feeds.items()}, self.image_size)
         binding = sess.io_binding()
         for t in spec.inputs:

@@ -29,7 +29,7 @@ import torch
 
 from sam2s_ros.backends.graph import GraphBackend, check_export, check_profile, load_constants
 from sam2s_ros.errors import BackendError
-from sam2s_ros.export.contract import DYNAMIC_DIMS, GRAPHS, PRECISIONS, TENSORRT_SUBDIR, dims_from_profile
+from sam2s_ros.export.contract import DYNAMIC_DIMS, PRECISIONS, TENSORRT_SUBDIR, dims_from_profile, graphs_for
 
 _INSTALL = (
     "the 'tensorrt' Python package, TensorRT >= 10 (e.g. `pip install tensorrt-cu12` from NVIDIA's "
@@ -216,6 +216,7 @@ class TensorRTBackend(GraphBackend):
             raise BackendError(f"precision must be fp32 or fp16 (engines), got {precision!r}")
         self.image_size, self.onnx_dir, self.precision = int(image_size), Path(onnx_dir), precision
         check_export(self.onnx_dir, self.image_size, model_size, checkpoint_sha256, weights)
+        self.graphs = graphs_for(model_size)
         self._no_mem_embed, self._maskmem_pos = load_constants(self.onnx_dir, self.image_size, self.device)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self._init_stream()
@@ -223,7 +224,7 @@ class TensorRTBackend(GraphBackend):
         self.engines = {}
         have: dict[str, tuple[int, int, int]] = {}
         with torch.cuda.device(self.device):
-            for stage, spec in GRAPHS.items():
+            for stage, spec in self.graphs.items():
                 path = self.onnx_dir / TENSORRT_SUBDIR / spec.engine_filename()
                 self._check_sidecar(trt, path)
                 self.engines[stage] = _Engine(trt, runtime, path, self.device, self.scratch)

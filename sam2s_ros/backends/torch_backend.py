@@ -12,7 +12,7 @@ from typing import Optional
 
 import torch
 
-from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
+from sam2s_ros.backends.base import AttendedMemory, DecoderOutput, ImageFeatures, MemoryInputs, MemoryPrompt
 from sam2s_ros.errors import BackendError
 from sam2s_ros.model import stages
 
@@ -55,7 +55,7 @@ class TorchBackend:
         self.decoder_single = stages.MaskDecoderStage(sam, multimask_output=False)
         self.mask_prompt = stages.MaskPromptStage(sam)
         self.memory_encoder = stages.MemoryEncoderStage(sam)
-        self.memory_attention = stages.MemoryAttentionStage(sam, self.feat_hw).to(self.device)
+        self.memory_attention = stages.memory_stage(sam, self.feat_hw).to(self.device)
         self.no_memory = stages.NoMemoryStage(sam)
 
     def _ctx(self):
@@ -74,10 +74,10 @@ class TorchBackend:
         with self._ctx():
             return self.no_memory(feat_s2).float()
 
-    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> torch.Tensor:
+    def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> AttendedMemory:
         with self._ctx():
             maskmem_pos = self.maskmem_pos()
-            return self.memory_attention(
+            out = self.memory_attention(
                 feats.feat_s2,
                 feats.pos_s2,
                 memory.mem_feats,
@@ -88,7 +88,11 @@ class TorchBackend:
                 memory.obj_ptr_pos,
                 memory.ptr_valid,
                 padded=memory.padded,
-            ).float()
+            )
+        if isinstance(out, tuple):  # readout models: features + decoder prompt
+            pix, coords, labels, mask, present = out
+            return AttendedMemory(pix.float(), MemoryPrompt(coords.float(), labels, mask.float(), present))
+        return AttendedMemory(out.float())
 
     def decode_masks(
         self, pix_feat, feats, point_coords, point_labels, mask_input: Optional[torch.Tensor], multimask: bool

@@ -19,7 +19,10 @@ issue's comparison ("a trained memory has to beat that"). The recipe is the one 
    decoder's 4x grid); single-mask output thresholded at 0.
 
 Numbers: ``topk`` 30, ``temperature`` 0.05, 2 recent frames, threshold 0.5 are the README's.
-``MASK_PROMPT_GAIN`` is ours (the README does not give the mask-prompt scaling).
+``MASK_PROMPT_GAIN`` is ours (the README does not give the mask-prompt scaling). The shipped
+``sam2s_mobile`` (release 2) runs this readout as its memory, inside the tracker
+(:mod:`sam2s_ros.model.readout`): 63-d fitted keys instead of 256-d features, the tracker's
+memory bank instead of 2 recent frames.
 """
 
 from __future__ import annotations
@@ -31,10 +34,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-#: logits per unit of readout above the threshold for SAM's mask prompt (ours; see module doc)
-MASK_PROMPT_GAIN = 20.0
-#: encoder stride of the embedding grid (SAM / MobileSAM)
-EMBED_STRIDE = 16
+from sam2s_ros.model.readout import (  # one definition, shared with the sam2s_mobile memory
+    EMBED_STRIDE,
+    MASK_PROMPT_GAIN,
+    READOUT_TEMPERATURE,
+    READOUT_THRESHOLD,
+    READOUT_TOPK,
+)
 
 
 @dataclass
@@ -51,14 +57,18 @@ class ReadoutBaseline:
         mobilesam_path: ``mobile_sam.pt`` (plain state dict).
         image_size: model input side S in pixels (multiple of 64).
         topk, temperature, recent_frames, threshold: readout settings (module doc).
+        key_basis: see the attribute.
     """
 
     mobilesam_path: str
     image_size: int = 1024
-    topk: int = 30
-    temperature: float = 0.05
+    topk: int = READOUT_TOPK
+    temperature: float = READOUT_TEMPERATURE
     recent_frames: int = 2
-    threshold: float = 0.5
+    threshold: float = READOUT_THRESHOLD
+    #: optional [256, k] key basis (keys = normalise(basisᵀ · normalised embedding), as the
+    #: sam2s_mobile memory does); None = the full 256-d embedding
+    key_basis: Optional[torch.Tensor] = None
     _cond: Optional[_MemoryFrame] = field(default=None, init=False)
     _recent: list = field(default_factory=list, init=False)
 
@@ -94,6 +104,8 @@ class ReadoutBaseline:
         x = F.interpolate(x, (s, s), mode="bilinear", align_corners=False, antialias=True)
         embed = self._encoder((x - self._mean) / self._std)[2]  # [1, 256, g, g]
         keys = F.normalize(embed[0].flatten(1).T, dim=1)  # [g*g, 256]
+        if self.key_basis is not None:
+            keys = F.normalize(keys @ self.key_basis.to(keys.dtype), dim=1)  # [g*g, k]
         if box is not None:
             scale = np.array([s / w, s / h, s / w, s / h], np.float32)
             sparse, dense = self._pe(points=None, boxes=torch.from_numpy(box * scale)[None], masks=None)

@@ -292,6 +292,20 @@ MEMORY_ATTENTION = GraphSpec(
     ),
     (_t("pix_feat_with_mem", _B, 256, "S/16", "S/16"),),
 )
+# readout models (sam2s_mobile, sam2s_ros.model.readout): the readout needs only the image
+# features and the spatial memories (the exporter drops unused inputs); outputs the decoder
+# prompt of the tracked frame besides the features, which pass through unchanged
+MEMORY_READOUT = GraphSpec(
+    "memory_attention",
+    tuple(t for t in MEMORY_ATTENTION.inputs if t.name in ("feat_s2", "mem_feats", "mem_valid")),
+    (
+        _t("pix_feat_with_mem", _B, 256, "S/16", "S/16"),
+        _t("point_coords", _B, 3, 2),  # click, box top-left, box bottom-right (MemoryReadout.prompt)
+        _t("point_labels", _B, 3, dtype="int32"),
+        _t("mask_input", _B, 1, "S/4", "S/4"),
+        _t("present", _B, dtype="bool"),
+    ),
+)
 MEMORY_ENCODER = GraphSpec(
     "memory_encoder",
     (_FEAT_S2, _t("mask_for_mem", _B, 1, "S", "S"), _t("object_score_logits", _B)),
@@ -303,6 +317,17 @@ GRAPHS: dict[str, GraphSpec] = {
     g.stage: g
     for g in (IMAGE_ENCODER, MASK_DECODER_MULTI, MASK_DECODER_SINGLE, MASK_PROMPT, MEMORY_ATTENTION, MEMORY_ENCODER)
 }
+
+#: the graphs of readout models: GRAPHS with MEMORY_READOUT as the memory attention
+READOUT_GRAPHS: dict[str, GraphSpec] = {**GRAPHS, MEMORY_READOUT.stage: MEMORY_READOUT}
+
+
+def graphs_for(model_size: str) -> dict[str, GraphSpec]:
+    """The graph contract of a model family: READOUT_GRAPHS for ``sam2s_mobile``, else GRAPHS."""
+    from sam2s_ros.tracking.config import MOBILE_MODEL
+
+    return READOUT_GRAPHS if model_size == MOBILE_MODEL else GRAPHS
+
 
 #: graph precisions: float32, float16 (CUDA; fp32 I/O) and int8 (CPU: dynamic quantization,
 #: int8 weights of MatMul/Gemm, activations quantized per call; fp32 I/O)
@@ -346,6 +371,9 @@ __all__ = [
     "MASK_PROMPT",
     "MEMORY_ATTENTION",
     "MEMORY_ENCODER",
+    "MEMORY_READOUT",
+    "READOUT_GRAPHS",
+    "graphs_for",
     "MAX_PROMPT_CLICKS",
     "MAX_PROMPT_POINTS",
     "BOX_POINTS",

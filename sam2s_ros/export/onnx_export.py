@@ -54,12 +54,14 @@ from sam2s_ros.export.contract import (
     MAX_OPSET,
     MIN_OPSET,
     PRECISIONS,
+    READOUT_GRAPHS,
     TENSORRT_SUBDIR,
     TRT_CACHE_SUBDIR,
     GraphSpec,
     model_name,
 )
 from sam2s_ros.model import stages
+from sam2s_ros.model.readout import is_readout_model
 from sam2s_ros.model.stages import memory_positional_encoding
 from sam2s_ros.tracking.config import MODEL_SIZES, TrackerConfig, image_size_problem
 
@@ -294,6 +296,17 @@ class MemoryAttentionGraph(nn.Module):
         )
 
 
+class MemoryReadoutGraph(nn.Module):
+    """MemoryReadoutStage of readout models on its three inputs (contract.MEMORY_READOUT)."""
+
+    def __init__(self, sam: nn.Module, image_size: int):
+        super().__init__()
+        self.stage = stages.MemoryReadoutStage(sam, image_size // 16)
+
+    def forward(self, feat_s2, mem_feats, mem_valid):
+        return self.stage(feat_s2, None, mem_feats, None, None, mem_valid, None, None, None)
+
+
 class MemoryEncoderGraph(nn.Module):
     """MemoryEncoderStage with batch-1 image features -> maskmem_features [B, 64, h, w]."""
 
@@ -313,10 +326,10 @@ def graph_modules(sam: nn.Module, image_size: int) -> dict[str, nn.Module]:
         "mask_decoder_multi": MaskDecoderGraph(sam, True),
         "mask_decoder_single": MaskDecoderGraph(sam, False),
         "mask_prompt": MaskPromptGraph(sam, image_size),
-        "memory_attention": MemoryAttentionGraph(sam, image_size),
+        "memory_attention": (MemoryReadoutGraph if is_readout_model(sam) else MemoryAttentionGraph)(sam, image_size),
         "memory_encoder": MemoryEncoderGraph(sam),
     }
-    assert set(mods) == set(GRAPHS)
+    assert set(mods) == set(GRAPHS)  # READOUT_GRAPHS has the same stages
     return {k: m.eval() for k, m in mods.items()}
 
 
@@ -604,10 +617,11 @@ def export_model(sam: nn.Module, opts: ExportOptions, checkpoint_sha256: str, we
     staging = out.parent / f".{out.name}.export-tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    graphs = READOUT_GRAPHS if is_readout_model(sam) else GRAPHS
     try:
         for stage, module in graph_modules(sam, opts.image_size).items():
             t0 = time.perf_counter()
-            _export_stage(module, GRAPHS[stage], staging, opts, result)
+            _export_stage(module, graphs[stage], staging, opts, result)
             result.seconds[stage] = time.perf_counter() - t0
         _write_constants(sam, opts.image_size, staging / CONSTANTS_FILE)
         manifest = {

@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Optional
 
 from sam2s_ros.errors import ExportError
-from sam2s_ros.export.contract import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, TENSORRT_SUBDIR, GraphSpec
+from sam2s_ros.export.contract import DYNAMIC_DIMS, GRAPHS, MANIFEST_FILE, READOUT_GRAPHS, TENSORRT_SUBDIR, GraphSpec
 from sam2s_ros.model.checkpoint import file_sha256
+from sam2s_ros.tracking.config import MOBILE_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -122,20 +123,21 @@ def build_engines(opts: BuildOptions) -> dict[str, Path]:
             raise ExportError(f"dimension {name}: need 1 <= min <= opt <= max, got {(lo, opt, hi)}")
     recorded = {k: tuple(v) for k, v in manifest.get("profile_dims", {}).items() if k in DYNAMIC_DIMS}
     opts.dims = resolve_dims(recorded, opts.dims)
-    stages = opts.stages or tuple(GRAPHS)
-    bad = [s for s in stages if s not in GRAPHS]
+    graphs = READOUT_GRAPHS if manifest.get("model") == MOBILE_MODEL else GRAPHS
+    stages = opts.stages or tuple(graphs)
+    bad = [s for s in stages if s not in graphs]
     if bad:
-        raise ExportError(f"unknown stage(s) {bad}; stages: {', '.join(GRAPHS)}")
+        raise ExportError(f"unknown stage(s) {bad}; stages: {', '.join(graphs)}")
     out = engine_dir(onnx_dir)
     out.mkdir(parents=True, exist_ok=True)
     logger = trt.Logger(trt.Logger.WARNING)
     built = {}
     for stage in stages:
-        engine_path = out / GRAPHS[stage].engine_filename()
+        engine_path = out / graphs[stage].engine_filename()
         if engine_path.exists() and not opts.force:
             raise ExportError(f"{engine_path} exists; pass --force to rebuild it")
         built[stage] = build_engine(
-            trt, logger, GRAPHS[stage], onnx_dir, engine_path, int(manifest["image_size"]), opts
+            trt, logger, graphs[stage], onnx_dir, engine_path, int(manifest["image_size"]), opts
         )
     return built
 

@@ -6,20 +6,20 @@ A ``sam2.modeling.sam2_base.SAM2Base`` (the official class, so every stage in
 - image encoder: MobileSAM's TinyViT-5M (:mod:`sam2s_ros.model.tinyvit`) giving the stride-16
   embedding [256, S/16, S/16] plus its stride-4 (64 ch) and stride-8 (128 ch) activations as
   SAM 2's high-resolution decoder skips;
-- prompt encoder and mask decoder: SAM's (initialised from MobileSAM), extended the way SAM 2
-  extends them: an object-score token and MLP head, high-resolution skips (``conv_s0`` 64->32,
-  ``conv_s1`` 128->64, zero-initialised so the untrained extension reproduces MobileSAM's
-  decoder exactly), a sigmoid IoU head, multimask tokens for object pointers;
-- memory encoder: SAM 2.1's (mask downsampler to stride 16, 2 CXBlocks, 64-d memories);
-- memory attention: SAM 2.1's layer design (RoPE self- and cross-attention, object pointers
-  as 4 tokens of 64) made lighter because it runs per instrument per frame and decides the
-  CPU speed: ``MOBILE_MEMORY_LAYERS`` layers instead of 4, attention width 256 /
-  ``MOBILE_ATTENTION_DOWNSAMPLE`` instead of 256, feed-forward ``MOBILE_FFN_DIM`` instead of
-  2048;
-- object pointers, temporal encodings, ``no_mem_embed``, ``no_obj_embed_spatial``: SAM 2.1's.
+- prompt encoder and mask decoder: SAM's, as MobileSAM trained them (no object-score token,
+  IoU head without sigmoid, no SAM 2.1 stability fallback), with SAM 2's high-resolution
+  skips (``conv_s0`` 64->32, ``conv_s1`` 128->64) zero-initialised so the decoder computes
+  exactly MobileSAM's; multimask tokens give the object pointers;
+- memory encoder and memory attention: the affinity readout of :mod:`sam2s_ros.model.readout`
+  (release 2; release 1 trained SAM 2.1's memory attention and memory encoder, which learned
+  the DAVIS object prior, see models/sam2s_mobile.md): 64-channel memories (63 key channels,
+  1 value channel), a top-k cosine readout that prompts the decoder on tracked frames;
+- object pointers and temporal encodings: SAM 2.1's (computed and stored, not read by the
+  readout); ``no_mem_embed`` zero, so conditioning frames see MobileSAM's features.
 
-Every SAM 2.1 tracking switch (``sam2.1_hiera_t.yaml`` + the video predictor overrides in
-:mod:`sam2s_ros.model.build`) is kept, so the tracker treats both families alike.
+SAM 2.1's tracking switches (``sam2.1_hiera_t.yaml`` + the video predictor overrides in
+:mod:`sam2s_ros.model.build`) are kept where they apply, so the tracker treats both families
+alike; the readout's prompt is the one difference (``AttendedMemory.prompt``).
 
 Checkpoint key layout: SAM2Base names; the encoder lives under ``image_encoder.trunk.*``
 (MobileSAM's ``image_encoder.*``). :func:`mobilesam_to_sam2s_mobile` maps a MobileSAM file
@@ -34,12 +34,6 @@ from torch import nn
 from sam2s_ros.errors import CheckpointError
 from sam2s_ros.tracking.config import MOBILE_MODEL  # noqa: F401  (the family name, re-exported)
 
-#: memory attention depth (SAM 2.1: 4)
-MOBILE_MEMORY_LAYERS = 2
-#: attention width = 256 / this (SAM 2.1: 1 -> 256)
-MOBILE_ATTENTION_DOWNSAMPLE = 2
-#: memory-attention feed-forward width (SAM 2.1: 2048)
-MOBILE_FFN_DIM = 1024
 #: channels of TinyViT's stride-4 and stride-8 activations (MobileSAM: embed dims 64, 128)
 TRUNK_S4_CHANNELS, TRUNK_S8_CHANNELS = 64, 128
 
@@ -85,53 +79,18 @@ def build_mobile_base(image_size: int) -> nn.Module:
         image_size: square model input side in pixels (multiple of 32).
 
     Returns:
-        ``SAM2Base``; decoder high-res skips zero-initialised, everything else at its
-        PyTorch default initialisation.
+        ``SAM2Base``; decoder high-res skips and ``no_mem_embed`` zero, the readout's key
+        projection the first 63 embedding channels (:class:`ReadoutMemoryEncoder`), everything
+        else at its PyTorch default initialisation.
     """
-    from sam2.modeling.memory_attention import MemoryAttention, MemoryAttentionLayer
-    from sam2.modeling.memory_encoder import CXBlock, Fuser, MaskDownSampler, MemoryEncoder
-    from sam2.modeling.position_encoding import PositionEmbeddingSine
-    from sam2.modeling.sam.transformer import RoPEAttention
     from sam2.modeling.sam2_base import SAM2Base
 
-    feat = image_size // 16
+    from sam2s_ros.model.readout import MemoryReadout, ReadoutMemoryEncoder
 
-    def rope(kv_in_dim=None, **kw):
-        return RoPEAttention(
-            rope_theta=10000.0,
-            feat_sizes=[feat, feat],
-            embedding_dim=256,
-            num_heads=1,
-            downsample_rate=MOBILE_ATTENTION_DOWNSAMPLE,
-            dropout=0.0,
-            **({"kv_in_dim": kv_in_dim} if kv_in_dim else {}),
-            **kw,
-        )
-
-    layer = MemoryAttentionLayer(
-        activation="relu",
-        cross_attention=rope(kv_in_dim=64, rope_k_repeat=True),
-        d_model=256,
-        dim_feedforward=MOBILE_FFN_DIM,
-        dropout=0.0,
-        pos_enc_at_attn=False,
-        pos_enc_at_cross_attn_keys=True,
-        pos_enc_at_cross_attn_queries=False,
-        self_attention=rope(),
-    )
-    memory_attention = MemoryAttention(d_model=256, pos_enc_at_input=True, layer=layer, num_layers=MOBILE_MEMORY_LAYERS)
-    memory_encoder = MemoryEncoder(
-        out_dim=64,
-        mask_downsampler=MaskDownSampler(kernel_size=3, stride=2, padding=1),
-        fuser=Fuser(
-            CXBlock(dim=256, kernel_size=7, padding=3, layer_scale_init_value=1e-6, use_dwconv=True), num_layers=2
-        ),
-        position_encoding=PositionEmbeddingSine(num_pos_feats=64, normalize=True, temperature=10000),
-    )
     sam = SAM2Base(
         image_encoder=MobileImageEncoder(image_size),
-        memory_attention=memory_attention,
-        memory_encoder=memory_encoder,
+        memory_attention=MemoryReadout(),
+        memory_encoder=ReadoutMemoryEncoder(),
         num_maskmem=7,
         image_size=image_size,
         sigmoid_scale_for_mem_enc=20.0,
@@ -139,28 +98,21 @@ def build_mobile_base(image_size: int) -> nn.Module:
         binarize_mask_from_pts_for_mem_enc=True,
         use_mask_input_as_output_without_sam=True,
         directly_add_no_mem_embed=True,
-        no_obj_embed_spatial=True,
         use_high_res_features_in_sam=True,
         multimask_output_in_sam=True,
-        iou_prediction_use_sigmoid=True,
+        # MobileSAM's IoU head was trained without a sigmoid; no object-score token (presence
+        # comes from the readout), no SAM 2.1 stability fallback: SAM's decoder as trained
+        iou_prediction_use_sigmoid=False,
         use_obj_ptrs_in_encoder=True,
         add_tpos_enc_to_obj_ptrs=True,
         proj_tpos_enc_in_obj_ptrs=True,
         use_signed_tpos_enc_to_obj_ptrs=True,
         only_obj_ptrs_in_the_past_for_eval=True,
-        pred_obj_scores=True,
-        pred_obj_scores_mlp=True,
-        fixed_no_obj_ptr=True,
         multimask_output_for_tracking=True,
         use_multimask_token_for_obj_ptr=True,
         multimask_min_pt_num=0,
         multimask_max_pt_num=1,
         use_mlp_for_obj_ptr_proj=True,
-        sam_mask_decoder_extra_args={
-            "dynamic_multimask_via_stability": True,
-            "dynamic_multimask_stability_delta": 0.05,
-            "dynamic_multimask_stability_thresh": 0.98,
-        },
     )
     dec = sam.sam_mask_decoder
     dec.conv_s0 = nn.Conv2d(TRUNK_S4_CHANNELS, dec.transformer_dim // 8, kernel_size=1)
@@ -168,6 +120,7 @@ def build_mobile_base(image_size: int) -> nn.Module:
     for conv in (dec.conv_s0, dec.conv_s1):
         nn.init.zeros_(conv.weight)
         nn.init.zeros_(conv.bias)
+    nn.init.zeros_(sam.no_mem_embed)  # the decoder sees MobileSAM's features as they are
     return sam.eval()
 
 

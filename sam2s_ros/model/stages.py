@@ -106,17 +106,25 @@ class MemoryEncoderStage(nn.Module):
             mask_for_mem [B, 1, S, S] float32 (already binarised or sigmoid, then x20 - 10),
             object_score_logits [B]) ->
         maskmem_features [B, 64, h, w] float32, maskmem_pos [1, 64, h, w] float32.
+    Absent objects (score <= 0) get SAM 2.1's ``no_obj_embed_spatial``; in readout models
+    (sam2s_ros.model.readout) an empty value channel instead.
     """
 
     def __init__(self, sam: nn.Module):
         super().__init__()
+        from sam2s_ros.model.readout import is_readout_model
+
         self.memory_encoder = sam.memory_encoder
         self.no_obj_embed_spatial = sam.no_obj_embed_spatial  # [1, 64] or None
+        self.readout = is_readout_model(sam)
 
     def forward(self, feat_s2, mask_for_mem, object_score_logits):
         out = self.memory_encoder(feat_s2, mask_for_mem, skip_mask_sigmoid=True)
         feats, pos = out["vision_features"], out["vision_pos_enc"][0]
-        if self.no_obj_embed_spatial is not None:
+        if self.readout:  # readout memory: an absent object writes an empty value channel
+            present = (object_score_logits > 0).to(feats.dtype)[:, None, None, None]
+            feats = torch.cat([feats[:, :-1], feats[:, -1:] * present], dim=1)
+        elif self.no_obj_embed_spatial is not None:
             absent = (object_score_logits <= 0).to(feats.dtype)[:, None, None, None]
             feats = feats + absent * self.no_obj_embed_spatial[..., None, None]
         return feats, pos[:1]
@@ -243,3 +251,52 @@ class NoMemoryStage(nn.Module):
 
     def forward(self, feat_s2):
         return feat_s2 + self.no_mem_embed[0, 0][None, :, None, None]
+
+
+class MemoryReadoutStage(nn.Module):
+    """Memory attention of readout models (``sam2s_mobile``, :mod:`sam2s_ros.model.readout`).
+
+    Same inputs as :class:`MemoryAttentionStage` (pos_s2, maskmem_pos, mem_tpos_index and
+    the object pointers are accepted and unused: the readout does not depend on them);
+    feat_s2 may have 1 row (one frame for all instruments) or B (training: one clip per row).
+
+    forward(...) -> pix_feat_with_mem [B, 256, h, w] (the image features, unchanged),
+        point_coords [B, 3, 2] float32 model pixels, point_labels [B, 3] int32,
+        mask_input [B, 1, S/4, S/4] float32 logits, present [B] bool
+        (see :meth:`sam2s_ros.model.readout.MemoryReadout.prompt`).
+    """
+
+    def __init__(self, sam: nn.Module, feat_hw: int):
+        super().__init__()
+        from sam2s_ros.model.readout import READOUT_KEY_DIM
+
+        self.readout = sam.memory_attention
+        self.key_dim = READOUT_KEY_DIM
+        self.memory_encoder = sam.memory_encoder
+        self.feat_hw = feat_hw
+
+    def query_keys(self, feat_s2: torch.Tensor) -> torch.Tensor:
+        """[N, 256, h, w] -> [N, hw, 63] L2-normalised keys of the current frame (the memory
+        encoder's projection without the mask channel); N = 1 (one frame, inference) or B
+        (one clip per row, training)."""
+        proj = self.memory_encoder.out_proj
+        x = F.normalize(feat_s2.flatten(2).transpose(1, 2), dim=2)  # [N, hw, 256]
+        w = proj.weight[: self.key_dim, :-1, 0, 0]  # [63, 256]
+        return F.normalize(x @ w.T + proj.bias[: self.key_dim], dim=2)
+
+    def forward(self, feat_s2, _pos_s2, mem_feats, _maskmem_pos, _mem_tpos_index, mem_valid, *_pointers, padded=None):
+        b, n_frames, c = mem_feats.shape[0], mem_feats.shape[1], mem_feats.shape[2]
+        hw = feat_s2.shape[-2] * feat_s2.shape[-1]
+        mem = mem_feats.flatten(3).transpose(2, 3).reshape(b, n_frames * hw, c)
+        valid = mem_valid.repeat_interleave(hw, dim=1)
+        readout = self.readout.readout(self.query_keys(feat_s2).expand(b, -1, -1), mem, valid)
+        coords, labels, mask, present = self.readout.prompt(readout, self.feat_hw)
+        return (feat_s2.expand(b, -1, -1, -1), coords, labels, mask, present)
+
+
+def memory_stage(sam: nn.Module, feat_hw: int) -> nn.Module:
+    """The memory-attention stage of ``sam``: :class:`MemoryReadoutStage` for readout models,
+    :class:`MemoryAttentionStage` otherwise."""
+    from sam2s_ros.model.readout import is_readout_model
+
+    return MemoryReadoutStage(sam, feat_hw) if is_readout_model(sam) else MemoryAttentionStage(sam, feat_hw)

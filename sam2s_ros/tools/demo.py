@@ -44,8 +44,9 @@ EMBEDDED_CHECKPOINT_NAME = "sam2s_mobile.safetensors"
 #: image size when neither --image-size nor the checkpoint says (CPU-friendly)
 DEFAULT_IMAGE_SIZE = 512
 EMBEDDED_NOTE = (
-    f"note: the embedded {EMBEDDED_CHECKPOINT_NAME} does not track surgical instruments (models/sam2s_mobile.md); "
-    "`sam2s download tiny` fetches SAM 2.1 tiny into models/, which the demo then uses"
+    f"note: the embedded {EMBEDDED_CHECKPOINT_NAME} is MobileSAM with a memory readout, never trained on "
+    "surgical video (zero-shot figures and limits: models/sam2s_mobile.md); `sam2s download tiny` fetches "
+    "SAM 2.1 tiny into models/, which the demo then uses instead"
 )
 RANDOM_BANNER = "RANDOM WEIGHTS: masks and scores are meaningless (pipeline demo only)"
 CHECKPOINT_HELP = (

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sam2s_ros.backends.base import DecoderOutput, ImageFeatures, MemoryInputs
+from sam2s_ros.backends.base import AttendedMemory, DecoderOutput, ImageFeatures, MemoryInputs, concat_attended
 from sam2s_ros.errors import PromptError, Sam2sError, UnknownInstrumentError
+from sam2s_ros.model.readout import ABSENT_SCORE, NO_OBJ_SCORE
 from sam2s_ros.tracking import prompts as prompt_ops
 from sam2s_ros.tracking import state as tracker_state
 from sam2s_ros.tracking import transfer
@@ -304,15 +305,13 @@ class InstrumentTracker:
             return {}
         t0 = time.perf_counter()
         if len(ids) > 1 and self._memory_attention_per_instrument():
-            pix = torch.cat([self.backend.attend_memory(feats, self._memory_inputs([i])) for i in ids])
+            att = concat_attended([self.backend.attend_memory(feats, self._memory_inputs([i])) for i in ids])
         else:
-            pix = self.backend.attend_memory(feats, self._memory_inputs(ids))
+            att = self.backend.attend_memory(feats, self._memory_inputs(ids))
+        pix = att.pix_feat
         timings["memory_attention"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        b = len(ids)
-        coords = torch.zeros(b, 1, 2, device=self.device)
-        labels = -torch.ones(b, 1, dtype=torch.int32, device=self.device)
-        tracked = _rows(self.backend.decode_masks(pix, feats, coords, labels, None, True), False)
+        tracked = _rows(self._decode_tracked(att, feats), False)
         out = dict(zip(ids, tracked))
         for row, iid in enumerate(ids):
             p = accepted.get(iid)
@@ -327,6 +326,27 @@ class InstrumentTracker:
             self._apply_prompt_class(p)
         timings["mask_decoder"] = time.perf_counter() - t0
         return out
+
+    def _decode_tracked(self, att: AttendedMemory, feats: ImageFeatures) -> DecoderOutput:
+        """Decoder on tracked frames: SAM 2.1 models without a prompt (multimask output),
+        readout models with their readout prompt (single mask); where a readout finds nothing
+        the mask is emptied and the object score set to ABSENT_SCORE (sam2s_ros.model.readout)."""
+        b = att.pix_feat.shape[0]
+        if att.prompt is None:
+            coords = torch.zeros(b, 1, 2, device=self.device)
+            labels = -torch.ones(b, 1, dtype=torch.int32, device=self.device)
+            return self.backend.decode_masks(att.pix_feat, feats, coords, labels, None, True)
+        p = att.prompt
+        out = self.backend.decode_masks(att.pix_feat, feats, p.point_coords, p.point_labels, p.mask_input, False)
+        present = p.present.to(self.device)
+        return DecoderOutput(
+            torch.where(
+                present[:, None, None, None], out.low_res_masks, torch.full_like(out.low_res_masks, NO_OBJ_SCORE)
+            ),
+            out.ious,
+            out.obj_ptrs,
+            torch.where(present, out.object_score_logits, torch.full_like(out.object_score_logits, ABSENT_SCORE)),
+        )
 
     def _start_from_prompts(self, feats: ImageFeatures, accepted, hw, timings) -> dict[int, _FrameOutput]:
         starting = [p for p in accepted.values() if p.mode != PromptMode.REFINE]

@@ -17,6 +17,8 @@ from sam2s_ros.tracking.config import DiveMemConfig
 
 #: source kinds a data source may have
 SOURCE_KINDS = ("davis", "bag")
+#: TrainConfig.readout_keys choices
+READOUT_KEY_CHOICES = ("pca", "keep")
 #: modules that ``freeze`` may name (top-level SAM2Base children)
 FREEZABLE = (
     "image_encoder",
@@ -218,6 +220,9 @@ class TrainConfig:
         class_embeddings: optional .pt/.safetensors file with a [C, D] tensor
             "class_embeddings" (e.g. CLIP text embeddings computed elsewhere); none = learned.
         semantic_dim: D of learned class embeddings.
+        readout_keys: readout models (sam2s_ros.model.readout) only: "pca" fits the memory's key
+            projection by PCA on the training frames' features before the first step; "keep"
+            leaves the initial one.
         data, prompts, loss, optim, memory: see their classes.
     """
 
@@ -240,6 +245,7 @@ class TrainConfig:
     class_vocabulary: list[str] = field(default_factory=list)
     class_embeddings: Optional[str] = None
     semantic_dim: int = 256
+    readout_keys: str = "pca"
     data: DataConfig = field(default_factory=DataConfig)
     prompts: PromptConfig = field(default_factory=PromptConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -259,8 +265,10 @@ class TrainConfig:
         bad = sorted(set(self.freeze) - set(FREEZABLE))
         if bad:
             raise ConfigError(f"freeze names unknown modules {bad}; choose from {FREEZABLE}")
-        if self.steps < 1 or self.batch_size < 1 or self.optim.grad_accum < 1:
-            raise ConfigError("steps, batch_size and optim.grad_accum must be >= 1")
+        if self.readout_keys not in READOUT_KEY_CHOICES:
+            raise ConfigError(f"readout_keys must be one of {READOUT_KEY_CHOICES}, got {self.readout_keys!r}")
+        if self.steps < 0 or self.batch_size < 1 or self.optim.grad_accum < 1:
+            raise ConfigError("steps must be >= 0, batch_size and optim.grad_accum >= 1")
         if self.amp not in ("none", "bfloat16"):
             raise ConfigError(f"amp must be 'none' or 'bfloat16', got {self.amp!r}")
         if self.data.clip_frames < 2:

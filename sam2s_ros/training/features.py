@@ -5,7 +5,7 @@ reads it from disk instead of running the encoder again. A cache entry is keyed 
 
 - the encoder weights (sha256 over the frozen encoder's tensors, so a different checkpoint
   can never reuse stale features),
-- the model input size,
+- the model input size and the version of the input transform (``PREPROCESS_VERSION``),
 - the frame (its file path, size and mtime, or bag path and stamp),
 
 and holds the raw encoder outputs the trainable parts consume, in float16 safetensors files:
@@ -22,7 +22,7 @@ from typing import Optional
 
 import torch
 
-from sam2s_ros.tracking.preprocess import to_model_input
+from sam2s_ros.tracking.preprocess import PREPROCESS_VERSION, to_model_input
 
 
 def encoder_sha256(encoder: torch.nn.Module) -> str:
@@ -58,7 +58,8 @@ class FeatureCache:
         self.sam = sam
         self.image_size = image_size
         self.encoder_hash = encoder_sha256(sam.image_encoder)
-        self.dir = Path(folder) / f"{self.encoder_hash[:16]}_{image_size}" if folder else None
+        key = f"{self.encoder_hash[:16]}_{image_size}_p{PREPROCESS_VERSION}"
+        self.dir = Path(folder) / key if folder else None
         if self.dir is not None:
             self.dir.mkdir(parents=True, exist_ok=True)
         self.computed = 0  # frames encoded by this process (0 after a warm cache)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import random
@@ -38,8 +39,12 @@ import torch.distributed as dist
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.training.config import TrainConfig
 
+log = logging.getLogger(__name__)
+
 #: name patterns of parameters without weight decay (SAM 2.1: biases and norms)
 NO_DECAY_MARKERS = ("bias", "norm", "embed", "tpos_enc", "token")
+#: readout key fit: every this many training frames (DAVIS 2016 at 512²: ~300 frames, ~300k cells)
+READOUT_FIT_STRIDE = 3
 
 
 # ---- distribution -----------------------------------------------------------------------------
@@ -325,6 +330,8 @@ class Trainer:
             self.cache.fill(self.train_seqs, progress=self.progress)
         if self.world > 1:
             dist.barrier()
+        if not resumed:
+            self.readout_fit = self.fit_readout_keys()
         writer = self._tb_writer()
         csv_path = self.out / "log.csv"
         bar = tqdm(
@@ -362,6 +369,32 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
         return card
+
+    def fit_readout_keys(self) -> Optional[dict]:
+        """Readout models with ``readout_keys: pca``: fit the memory's key projection
+        (sam2s_ros.model.readout.fit_key_projection) on the stride-16 features of every
+        READOUT_FIT_STRIDE-th training frame. Deterministic, so every DDP rank fits the same.
+
+        Returns:
+            {"frames", "cells", "variance_kept"} or None when nothing was fitted.
+        """
+        from sam2s_ros.model.readout import fit_key_projection, init_key_projection, is_readout_model
+        from sam2s_ros.training.features import FeatureCache
+
+        if not is_readout_model(self.sam) or self.cfg.readout_keys != "pca":
+            return None
+        cache = self.cache or FeatureCache(None, self.sam, self.cfg.image_size)
+        cells = []
+        for seq in self.train_seqs:
+            for i in range(0, seq.num_frames, READOUT_FIT_STRIDE):
+                s16 = cache.get(seq, i)["s16"].float()  # [256, h, w]
+                cells.append(s16.flatten(1).T)
+        basis, kept = fit_key_projection(torch.cat(cells), seed=self.cfg.seed)
+        init_key_projection(self.sam.memory_encoder, basis)
+        info = {"frames": len(cells), "cells": int(sum(c.shape[0] for c in cells)), "variance_kept": round(kept, 4)}
+        if self.rank == 0:
+            log.info("readout keys: PCA on %(cells)d cells of %(frames)d frames keeps %(variance_kept).3f", info)
+        return info
 
     def _tb_writer(self):
         if self.rank != 0:
@@ -432,6 +465,7 @@ class Trainer:
                 "arl_sigma_px": cfg.loss.arl_sigma_px,
                 "freeze": list(cfg.freeze),
             },
+            "readout_keys": getattr(self, "readout_fit", None),
             "validation": final_val,
             "validation_history": self.val_history,
             "final_train_loss": self.history[-1]["total"] if self.history else None,

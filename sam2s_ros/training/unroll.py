@@ -8,7 +8,8 @@
   on the no-memory features, followed by corrective clicks sampled from the error region
   (SAM 2's interactive training), each correction decoded with the previous logits;
 - every later frame: memory attention over the instrument's memory bank, then the mask
-  decoder with multimask output and no prompt;
+  decoder with multimask output and no prompt (readout models, sam2s_ros.model.readout:
+  single-mask output with the readout's prompt);
 - after each frame the memory encoder writes the frame into the bank.
 
 The memory bank is the inference one (:class:`sam2s_ros.tracking.memory_bank.InstrumentMemory`,
@@ -82,7 +83,7 @@ class ClipModel(nn.Module):
         self.loss_cfg = loss
         feat_hw = sam.image_size // 16
         self.feat_hw = feat_hw
-        self.memory_attention = stages.MemoryAttentionStage(sam, feat_hw)
+        self.memory_attention = stages.memory_stage(sam, feat_hw)
         self.memory_encoder = stages.MemoryEncoderStage(sam)
         self.no_memory = stages.NoMemoryStage(sam)
 
@@ -161,7 +162,7 @@ class ClipModel(nn.Module):
                 memory = build_memory_inputs(mems, t, self.feat_hw, self.memory_cfg.max_obj_ptrs, gt.device)
                 if maskmem_pos is None:
                     raise RuntimeError("memory positional encoding missing after the first frame")
-                pix = self.memory_attention(
+                att = self.memory_attention(
                     s16,
                     pos,
                     memory.mem_feats,
@@ -172,7 +173,12 @@ class ClipModel(nn.Module):
                     memory.obj_ptr_pos,
                     memory.ptr_valid,
                 )
-                out = sam._forward_sam_heads(pix, None, None, hr, multimask_output=True)
+                if isinstance(att, tuple):  # readout models: decode with the readout prompt
+                    pix, coords, labels, mask_in, _ = att
+                    prompt = {"point_coords": coords, "point_labels": labels}
+                    out = sam._forward_sam_heads(pix, prompt, mask_in, hr, multimask_output=False)
+                else:
+                    out = sam._forward_sam_heads(att, None, None, hr, multimask_output=True)
                 self._add_losses(out, gt, terms, ious_seen)
             _, _, ious, low_res, high_res, obj_ptr, obj_score = out
             if self.semantic_head is not None:
