@@ -17,7 +17,10 @@ configuration sees the same machine load):
 * **Node overhead** at ``--node-hw`` (default 1280×1024): one frame from an rclpy ``Image``
   message in (``image_msg_to_rgb``) through ``track()`` to the output messages
   (``masks_msg``, ``classes_msg``, ``label_image_msg``), minus the model stages' time;
-  DDS transport is not included (measured in process, torch fp32).
+  DDS transport is not included (measured in process, torch fp32). ``--node-model random``
+  (default): random hiera-tiny weights and random frames, whose masks cover most of the frame
+  (worst case); ``embedded``: the shipped sam2s_mobile on real CholecSeg8k frames resized to
+  ``--node-hw``, masks of realistic size.
 
 Random hiera-tiny weights (seed 0); ``--threads`` torch / onnxruntime threads (default 1).
 Graphs are exported into ``--onnx-cache`` (fp32 + int8) unless there.
@@ -25,6 +28,7 @@ Graphs are exported into ``--onnx-cache`` (fp32 + int8) unless there.
 Usage:
     .venv/bin/python benchmarks/bench_stage_budget.py --sizes 512 --instruments 1 3 --out /tmp/budget.json
     .venv/bin/python benchmarks/bench_stage_budget.py --sizes 512 1024 --instruments 1 3 --threads 2
+    .venv/bin/python benchmarks/bench_stage_budget.py --node-only --node-model embedded --instruments 3 --threads 2
 """
 
 from __future__ import annotations
@@ -177,14 +181,17 @@ def median_time(fn, reps: int) -> float:
     return statistics.median(times)
 
 
-def node_overhead(size: int, b: int, hw: tuple[int, int], frames: int) -> dict:
-    """Median per-frame node work outside the model: message in -> track() -> messages out, minus stages."""
+#: CholecSeg8k class ids (masks_classid) whose frame-0 boxes are the 3 "instruments" of the
+#: real-frame node-overhead run: 31 the grasper, 22 and 13 two small structures (a few % of the frame)
+NODE_REAL_CLASSES = (31, 22, 13)
+
+
+def node_inputs_random(size: int, b: int, hw: tuple[int, int], frames: int):
+    """Random hiera-tiny weights on random frames: masks cover most of the frame (worst case)."""
     import numpy as np
 
-    from sam2s_ros.codec import classes_msg, image_msg, image_msg_to_rgb, label_image_msg, make_header, masks_msg
     from sam2s_ros.tracking.config import TrackerConfig
     from sam2s_ros.tracking.tracker import InstrumentTracker
-    from sam2s_ros.tracking.types import PromptInput, PromptMode
 
     tracker = InstrumentTracker.from_config(
         TrackerConfig(model_size="tiny", image_size=size, allow_random_weights=True, seed=0)
@@ -192,14 +199,56 @@ def node_overhead(size: int, b: int, hw: tuple[int, int], frames: int) -> dict:
     h, w = hw
     rng = np.random.default_rng(0)
     boxes = [(w * (0.1 + 0.25 * i), h * 0.2, w * (0.3 + 0.25 * i), h * 0.6) for i in range(b)]
+    images = [rng.integers(0, 255, (h, w, 3), dtype=np.uint8) for _ in range(frames)]
+    return tracker, images, boxes
+
+
+def node_inputs_real(b: int, hw: tuple[int, int], frames: int):
+    """The embedded sam2s_mobile checkpoint (512²) on real CholecSeg8k frames resized to ``hw``,
+    boxes of NODE_REAL_CLASSES on frame 0: masks of realistic size."""
+    import cv2
+    import numpy as np
+
+    from sam2s_ros.data import read_davis_sequence
+    from sam2s_ros.tracking.config import MOBILE_MODEL, TrackerConfig
+    from sam2s_ros.tracking.tracker import InstrumentTracker
+
+    tracker = InstrumentTracker.from_config(
+        TrackerConfig(
+            model_size=MOBILE_MODEL, image_size=512, checkpoint=str(REPO / "models" / "sam2s_mobile.safetensors")
+        )
+    )
+    h, w = hw
+    clip = read_davis_sequence(REPO.parent / "shared" / "data" / "cholecseg8k_clip", frames, labels_dir="masks_classid")
+    images = [cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) for f in clip.frames]
+    sy, sx = h / clip.frames[0].shape[0], w / clip.frames[0].shape[1]
+    boxes = []
+    for cls in NODE_REAL_CLASSES[:b]:
+        ys, xs = np.nonzero(clip.labels[0] == cls)
+        boxes.append((xs.min() * sx, ys.min() * sy, (xs.max() + 1) * sx, (ys.max() + 1) * sy))
+    return tracker, images, boxes
+
+
+def node_overhead(tracker, images: list, boxes: list) -> dict:
+    """Median per-frame node work outside the model: message in -> track() -> messages out, minus stages.
+
+    Args:
+        tracker: an InstrumentTracker. images: [H, W, 3] uint8 RGB frames. boxes: xyxy source
+            pixels, one instrument each, prompted on the first frame.
+    """
+    import numpy as np
+
+    from sam2s_ros.codec import classes_msg, image_msg, image_msg_to_rgb, label_image_msg, make_header, masks_msg
+    from sam2s_ros.tracking.types import PromptInput, PromptMode
+
     prompts = [PromptInput(i + 1, PromptMode.NEW, box=np.array(bx, np.float32)) for i, bx in enumerate(boxes)]
     header = make_header(0, "camera")
-    overhead, total = [], []
-    for i in range(frames):
-        msg = image_msg(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), "rgb8", header)
+    overhead, total, area = [], [], []
+    for i, image in enumerate(images):
+        msg = image_msg(image, "rgb8", header)
         t0 = time.perf_counter()
-        image = image_msg_to_rgb(msg, (4096, 4096))
-        result = tracker.track(image, prompts if i == 0 else [])
+        rgb = image_msg_to_rgb(msg, (4096, 4096))
+        result = tracker.track(rgb, prompts if i == 0 else [])
         masks_msg(result, header, 0.0, True)
         classes_msg(result, header)
         label_image_msg(result, header, "mono8")
@@ -208,7 +257,22 @@ def node_overhead(size: int, b: int, hw: tuple[int, int], frames: int) -> dict:
         if i > MEM_FRAMES:
             overhead.append(dt - model)
             total.append(dt)
-    return {"median_overhead_s": statistics.median(overhead), "median_frame_s": statistics.median(total)}
+            area.append(float(np.mean([r.mask.mean() for r in result.instruments])))
+    return {
+        "median_overhead_s": statistics.median(overhead),
+        "median_frame_s": statistics.median(total),
+        "mean_mask_fraction": float(np.mean(area)),
+    }
+
+
+def measure_node(args) -> dict:
+    b, hw = max(args.instruments), tuple(args.node_hw)
+    if args.node_model == "embedded":
+        node = node_overhead(*node_inputs_real(b, hw, args.node_frames))
+    else:
+        node = node_overhead(*node_inputs_random(args.sizes[0], b, hw, args.node_frames))
+    print(f"node overhead ({args.node_model} model): " + json.dumps(node), flush=True)
+    return node
 
 
 def main() -> int:
@@ -219,6 +283,14 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--node-hw", type=int, nargs=2, default=[1024, 1280], metavar=("H", "W"))
     ap.add_argument("--node-frames", type=int, default=12, help="frames for the node overhead (steady after 8)")
+    ap.add_argument(
+        "--node-model",
+        choices=("random", "embedded"),
+        default="random",
+        help="node overhead with random hiera-tiny weights on random frames (masks cover the frame) or with "
+        "the embedded sam2s_mobile on real CholecSeg8k frames resized to --node-hw (realistic masks)",
+    )
+    ap.add_argument("--node-only", action="store_true", help="measure the node overhead only")
     ap.add_argument("--onnx-cache", type=pathlib.Path, default=pathlib.Path(tempfile.gettempdir()) / "sam2s_budget")
     ap.add_argument("--out", type=pathlib.Path)
     args = ap.parse_args()
@@ -233,6 +305,9 @@ def main() -> int:
 
     applied = tune_allocator()
     torch.set_num_threads(args.threads)
+    if args.node_only:
+        measure_node(args)
+        return 0
     peaks = gemm_peaks(args.threads, args.reps)
     print("peak GEMM GFLOP/s (%d³, %d threads): %s" % (GEMM_N, args.threads, json.dumps(peaks)), flush=True)
     rows = []
@@ -262,8 +337,7 @@ def main() -> int:
                     row.update(gflop=flops[stage] / 1e9, time_s=t, floor_s=floor, time_over_floor=t / floor)
                     rows.append(row)
                     print(json.dumps(row), flush=True)
-    node = node_overhead(args.sizes[0], max(args.instruments), tuple(args.node_hw), args.node_frames)
-    print("node overhead: " + json.dumps(node), flush=True)
+    node = measure_node(args)
     print(f"\n| size | instr. | stage | GFLOP | runtime | time s | floor s | time ÷ floor |\n|{'---|' * 8}")
     for r in rows:
         print(
