@@ -251,19 +251,28 @@ def child_main(job: dict) -> None:
 
 
 # ---- parent -------------------------------------------------------------------------------
+def export_fits(out: pathlib.Path, size: int, model_size: str, checkpoint: Optional[str], weights: str) -> bool:
+    """True when ``out`` holds graphs of this model, size and checkpoint file (the backends'
+    own identity check, sam2s_ros.backends.graph.check_export)."""
+    from sam2s_ros.backends.graph import check_export
+    from sam2s_ros.errors import BackendError
+    from sam2s_ros.model.checkpoint import file_sha256
+
+    try:
+        check_export(out, size, model_size, file_sha256(str(checkpoint)) if checkpoint else "", weights)
+    except BackendError:
+        return False
+    return True
+
+
 def ensure_export(
     size: int, cache: pathlib.Path, fp16: bool, engines: bool, int8: bool = False, model_size: str = "tiny"
 ) -> pathlib.Path:
     """Graphs (and TensorRT engines) of ``model_size`` (:func:`model_weights`) at ``size`` in ``cache``."""
     out = cache / f"{model_size}_{size}"
-    manifest = out / "manifest.json"
     checkpoint = model_weights(model_size)
     weights = f"checkpoint {checkpoint}" if checkpoint else "random weights (seed 0)"
-    fresh = manifest.is_file() and json.loads(manifest.read_text()).get("weights") == weights
-    if fresh and checkpoint:  # same path, maybe another file (a new release of the embedded checkpoint)
-        from sam2s_ros.model.checkpoint import file_sha256
-
-        fresh = json.loads(manifest.read_text()).get("checkpoint_sha256") == file_sha256(str(checkpoint))
+    fresh = export_fits(out, size, model_size, checkpoint, weights)
     missing = (fp16 and not (out / "image_encoder.fp16.onnx").is_file()) or (
         int8 and not (out / "image_encoder.int8.onnx").is_file()
     )

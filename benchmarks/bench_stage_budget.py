@@ -56,14 +56,19 @@ RUNTIMES = {
 MEM_FRAMES, OBJ_PTRS, GEMM_N = 7, 16, 1024
 
 
-def _best(fn, reps: int) -> float:
+def _timed(fn, reps: int) -> list[float]:
+    """Seconds of ``reps`` calls of ``fn`` after one warm-up call."""
     fn()
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return min(times)
+    return times
+
+
+def _best(fn, reps: int) -> float:
+    return min(_timed(fn, reps))
 
 
 def gemm_peaks(threads: int, reps: int) -> dict[str, float]:
@@ -172,13 +177,7 @@ def stage_calls(backend, size: int, b: int) -> dict:
 
 
 def median_time(fn, reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.median(_timed(fn, reps))
 
 
 #: CholecSeg8k class ids (masks_classid) whose frame-0 boxes are the 3 "instruments" of the

@@ -66,11 +66,15 @@ def main() -> int:
     tune_allocator()
     torch.set_num_threads(args.threads)
     if any(SETTINGS[s]["backend"] == "onnxruntime" for s in args.settings):
+        from sam2s_ros.backends.graph import check_export
+        from sam2s_ros.errors import BackendError
         from sam2s_ros.model.checkpoint import file_sha256
 
-        manifest = args.onnx_dir / "manifest.json"
-        fresh = manifest.is_file() and (args.onnx_dir / "image_encoder.int8.onnx").is_file()
-        fresh = fresh and json.loads(manifest.read_text()).get("checkpoint_sha256") == file_sha256(str(args.checkpoint))
+        try:  # the backends' identity check: graphs of this checkpoint file, size and model
+            check_export(args.onnx_dir, args.image_size, MOBILE_MODEL, file_sha256(str(args.checkpoint)), None)
+            fresh = (args.onnx_dir / "image_encoder.int8.onnx").is_file()
+        except BackendError:
+            fresh = False
         if not fresh:  # none yet, or made from another checkpoint file
             from sam2s_ros.export.onnx_export import ExportOptions, export_onnx
 

@@ -152,6 +152,8 @@ class MemoryReadout(nn.Module):
         self.d_model = EMBED_DIM
         self.layers = nn.ModuleList()
         self.topk, self.temperature, self.threshold, self.gain = int(topk), float(temperature), float(threshold), gain
+        # labels of the prompt's points: click, box top-left, box bottom-right (SAM's convention)
+        self.register_buffer("point_labels", torch.tensor([1, 2, 3], dtype=torch.int32), persistent=False)
 
     def readout(self, query_keys: torch.Tensor, mem: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Readout map of B instruments.
@@ -203,7 +205,7 @@ class MemoryReadout(nn.Module):
         box = torch.stack([torch.stack([x0, y0], 1), torch.stack([x1, y1], 1)], dim=1)
         coords = torch.cat([click[:, None], box], dim=1) * EMBED_STRIDE  # [B, 3, 2]
         coords = torch.where(present[:, None, None], coords, torch.zeros_like(coords))
-        labels = torch.tensor([1, 2, 3], dtype=torch.int32, device=readout.device).expand(b, -1)
+        labels = self.point_labels.expand(b, -1)
         labels = torch.where(present[:, None], labels, torch.full_like(labels, -1))
         grid_map = norm.view(b, 1, grid, grid)
         mask = F.interpolate(grid_map, (4 * grid, 4 * grid), mode="bilinear", align_corners=False)

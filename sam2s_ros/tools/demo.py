@@ -34,6 +34,7 @@ from sam2s_ros.evaluation import bag_eval
 from sam2s_ros.node import replay
 from sam2s_ros.node.process import PACKAGE_ROOT, NodeProcess, free_domain_id, ros_env
 from sam2s_ros.tools.replay import print_summary
+from sam2s_ros.tools.subcommand import add_command_parser
 from sam2s_ros.tracking.config import BACKENDS, MOBILE_MODEL, MODEL_SIZES, model_name
 
 COMMAND = "demo"
@@ -251,11 +252,8 @@ def run_demo(args) -> int:
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sam2s demo``."""
-    p = subparsers.add_parser(
-        COMMAND,
-        help="run the node on real footage end to end (bag, replay, overlay, J&F)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command_parser(
+        subparsers, COMMAND, "run the node on real footage end to end (bag, replay, overlay, J&F)", __doc__
     )
     p.add_argument(
         "source", type=Path, nargs="?", default=None, help=f"frame folder, video or bag (default: {DEFAULT_CLIP})"

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from sam2s_ros.model.download import CHECKPOINTS, download_checkpoint
+from sam2s_ros.tools.subcommand import add_command_parser
 
 COMMAND = "download"
 DEFAULT_SIZE = "tiny"
@@ -36,12 +37,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         The sub-command's parser.
     """
-    p = subparsers.add_parser(
-        COMMAND,
-        help="fetch an official SAM 2.1 checkpoint (tiny, small, base_plus, large)",
-        description=__doc__[: __doc__.index("Usage examples::")],
-        epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command_parser(
+        subparsers, COMMAND, "fetch an official SAM 2.1 checkpoint (tiny, small, base_plus, large)", __doc__
     )
     p.add_argument(
         "size", nargs="?", default=DEFAULT_SIZE, choices=list(CHECKPOINTS), help="model size (default %(default)s)"

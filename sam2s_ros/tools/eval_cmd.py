@@ -42,6 +42,7 @@ from pathlib import Path
 from sam2s_ros.data import input_bag
 from sam2s_ros.errors import ConfigError
 from sam2s_ros.evaluation.bag_eval import DEFAULT_MASKS_TOPIC, EvalOptions, evaluate, format_report
+from sam2s_ros.tools.subcommand import add_command_parser
 
 COMMAND = "eval"
 
@@ -76,12 +77,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         The sub-command's parser.
     """
-    p = subparsers.add_parser(
-        COMMAND,
-        help="J&F (DAVIS) and latency of an output bag against ground truth",
-        description=__doc__[: __doc__.index("Usage examples::")],
-        epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command_parser(
+        subparsers, COMMAND, "J&F (DAVIS) and latency of an output bag against ground truth", __doc__
     )
     p.add_argument(
         "output_bag", type=Path, metavar="OUTPUT_BAG", help="the node's output bag (InstrumentMaskArray messages)"

@@ -25,6 +25,7 @@ import argparse
 from pathlib import Path
 
 from sam2s_ros.export.contract import DEFAULT_ONNX_DIR, DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from sam2s_ros.tools.subcommand import add_command_parser
 from sam2s_ros.tracking.config import MODEL_SIZES, DiveMemConfig, TrackerConfig, model_name
 
 COMMAND = "export"
@@ -41,12 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         The sub-command's parser.
     """
-    p = subparsers.add_parser(
+    p = add_command_parser(
+        subparsers,
         COMMAND,
-        help="export the SAM 2.1 stages to ONNX (and TensorRT engines) for the onnxruntime/tensorrt backends",
+        "export the SAM 2.1 stages to ONNX (and TensorRT engines) for the onnxruntime/tensorrt backends",
+        __doc__,
         description=__doc__.split("\n\n")[0] + " See sam2s_ros/export/contract.py for the graphs.",
-        epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model-size", choices=MODEL_SIZES, default="tiny", help="SAM 2.1 model size (default %(default)s)")
     p.add_argument(

@@ -42,6 +42,7 @@ from sam2s_ros.data.input_bag import (
     make_bag,
 )
 from sam2s_ros.data.prompt_sampling import DEFAULT_CLICKS, PROMPT_KINDS
+from sam2s_ros.tools.subcommand import add_command_parser
 
 COMMAND = "make-bag"
 
@@ -55,12 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     Returns:
         The sub-command's parser.
     """
-    p = subparsers.add_parser(
-        COMMAND,
-        help="write a rosbag2 (images, ground truth, prompts) from frames or a video",
-        description=__doc__[: __doc__.index("Usage examples::")],
-        epilog=__doc__[__doc__.index("Usage examples::") :].replace("::", ":"),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command_parser(
+        subparsers, COMMAND, "write a rosbag2 (images, ground truth, prompts) from frames or a video", __doc__
     )
     p.add_argument("src", type=Path, metavar="SRC", help="folder of frames (png/jpg, sorted by name) or a video file")
     p.add_argument("out", type=Path, metavar="OUT", help="bag folder to create")

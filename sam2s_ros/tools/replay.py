@@ -29,18 +29,14 @@ from pathlib import Path
 
 from sam2s_ros.data import bags, input_bag
 from sam2s_ros.node.replay import ReplayOptions, ReplaySummary, replay_bag
+from sam2s_ros.tools.subcommand import add_command_parser
 
 COMMAND = "replay"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Register ``sam2s replay``."""
-    p = subparsers.add_parser(
-        COMMAND,
-        help="play a bag into a running sam2s_node and record its outputs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command_parser(subparsers, COMMAND, "play a bag into a running sam2s_node and record its outputs", __doc__)
     p.add_argument("bag", type=Path, help="input bag (from sam2s make-bag or a recording)")
     p.add_argument("--out", type=Path, required=True, help="output bag folder to create")
     p.add_argument("--overlay", type=Path, default=None, help="overlay video to write (.mp4)")
