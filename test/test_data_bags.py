@@ -21,8 +21,7 @@ def test_typestore_hashes_match_the_rosidl_build():
     assert (bags.find_msg_dir() / "Prompt.msg").is_file()
     store = bags.make_typestore()
     installed = Path(sys.prefix) / "share" / "sam2s_ros" / "msg"
-    if not (installed / "Prompt.json").is_file():
-        pytest.skip(f"no rosidl build installed in {installed}")
+    assert (installed / "Prompt.json").is_file(), f"no rosidl build installed in {installed} (run make setup)"
     for name in ("Prompt", "InstrumentMask", "InstrumentMaskArray"):
         type_json = json.loads((installed / f"{name}.json").read_text())
         hashes = {h["type_name"]: h["hash_string"] for h in type_json["type_hashes"]}

@@ -124,7 +124,8 @@ def check_prompts(prompts, gt0, prompt_type):
 
 
 def test_prompt_cdr_deserializes_with_rclpy(tmp_path, cholec):
-    rclpy_serialization = pytest.importorskip("rclpy.serialization")
+    import rclpy.serialization as rclpy_serialization
+
     from sam2s_ros.msg import Prompt
 
     out = tmp_path / "clicks"

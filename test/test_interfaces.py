@@ -19,15 +19,13 @@ import threading
 import time
 
 import pytest
-
-import interface_samples as samples
-from interface_samples import MSG_TYPES, SRV_TYPES, assert_same, spin_until
-
-rclpy = pytest.importorskip("rclpy", reason="rclpy not installed (run make setup)")
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
+
+import interface_samples as samples
+from interface_samples import MSG_TYPES, SRV_TYPES, assert_same, spin_until
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 QOS = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

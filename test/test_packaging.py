@@ -17,6 +17,14 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parent.parent
 IN_VENV = sys.prefix != getattr(sys, "base_prefix", sys.prefix)
 NOT_IN_VENV_REASON = "not running inside a virtual environment (run via make test / .venv/bin/python)"
+
+
+@pytest.fixture
+def in_venv():
+    """The tests of the venv made by scripts/setup.sh fail (not skip) outside it."""
+    assert IN_VENV, NOT_IN_VENV_REASON
+
+
 COLCON_TIMEOUT_S = 480
 COLCON_TEST_TIMEOUT_S = 300
 # What `colcon test` runs in the slow test below: the suite registered by CMakeLists.txt,
@@ -46,7 +54,8 @@ def test_package_xml_identity(package_xml):
 
 
 def test_package_xml_parses_with_catkin_pkg():
-    catkin_pkg = pytest.importorskip("catkin_pkg.package")
+    import catkin_pkg.package as catkin_pkg  # in requirements (rosdep's parser): never skipped
+
     package = catkin_pkg.parse_package(str(REPO / "package.xml"))
     package.validate()
     assert package.name == "sam2s_ros"
@@ -65,14 +74,14 @@ def test_versions_agree(package_xml):
 # --------------------------------------------------------------------------------------
 # The venv made by scripts/setup.sh
 # --------------------------------------------------------------------------------------
-@pytest.mark.skipif(not IN_VENV, reason=NOT_IN_VENV_REASON)
+@pytest.mark.usefixtures("in_venv")
 @pytest.mark.parametrize("exe", EXECUTABLES)
 def test_venv_console_scripts(exe):
     bin_dir = pathlib.Path(sysconfig.get_path("scripts"))
     assert os.access(bin_dir / exe, os.X_OK), f"{bin_dir / exe} missing: run make setup"
 
 
-@pytest.mark.skipif(not IN_VENV, reason=NOT_IN_VENV_REASON)
+@pytest.mark.usefixtures("in_venv")
 @pytest.mark.parametrize("exe", EXECUTABLES)
 def test_venv_ros2_run_wrappers(exe):
     """`ros2 run sam2s_ros <exe>` looks for <prefix>/lib/sam2s_ros/<exe>."""
@@ -86,7 +95,7 @@ def test_venv_ros2_run_wrappers(exe):
     assert "python" in shebang
 
 
-@pytest.mark.skipif(not IN_VENV, reason=NOT_IN_VENV_REASON)
+@pytest.mark.usefixtures("in_venv")
 def test_venv_generated_interfaces_import_from_anywhere(tmp_path, package_xml):
     """Outside the repository: generated msg/srv from site-packages, sources from the repo."""
     code = (
@@ -126,11 +135,10 @@ def _source_files() -> list[pathlib.Path]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not IN_VENV, reason=NOT_IN_VENV_REASON)
+@pytest.mark.usefixtures("in_venv")
 def test_colcon_build(tmp_path):
     colcon = pathlib.Path(sysconfig.get_path("scripts")) / "colcon"
-    if not colcon.exists():
-        pytest.skip("colcon not installed in the venv (run make setup)")
+    assert colcon.exists(), "colcon not installed in the venv (run make setup)"
     src = tmp_path / "ws" / "src" / "sam2s_ros"
     for rel in _source_files():
         if rel.parts[0] in {".venv", "build", "install", "log"}:
