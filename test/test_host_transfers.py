@@ -122,6 +122,24 @@ def test_steady_state_frame_copies_to_host_once(frames, monkeypatch, n_instrumen
         assert r.mask.shape == (480, 854)
 
 
+def test_logits_on_the_host_copy_only_decoder_logits(frames, monkeypatch):
+    """return_mask_logits (the CPU default): the results call copies the [B, h, w] decoder
+    logits and the score table, not [B, H, W] masks; masks come from host windows."""
+    tr = _run(frames, 3, 6, fill_hole_area=8, return_mask_logits=True)
+    tr.track(frames[6])
+    counter = _HostCounter(monkeypatch)
+    res = tr.track(frames[7])
+    monkeypatch.undo()
+    assert dict(counter.outside) == {}, "host conversions outside transfer.to_host"
+    low = tr.image_size // 4
+    assert 1 <= len(counter.to_host_calls) <= MAX_TO_HOST_CALLS
+    assert [((3, low, low), torch.float32), ((3, 2), torch.float32)] in counter.to_host_calls
+    assert not any(shape[-2:] == (480, 854) for call in counter.to_host_calls for shape, _ in call)
+    assert res.overlap_owner is None
+    for r in res.instruments:
+        assert np.array_equal(r.mask, r.mask_logits > 0)
+
+
 def test_divemem_selections_of_all_instruments_share_one_copy(frames, monkeypatch):
     """Frames where several candidate pools fill: still one to_host for all selections."""
     tr = _run(frames, 3, 2)

@@ -137,10 +137,13 @@ class TrackerConfig:
             glibc malloc mmaps and page-faults its larger temporaries on every call with
             its default settings; sam2s_node and sam2s tune malloc at start
             (sam2s_ros.allocator), which removes the gap (measurements: docs/backends.md).
-        return_mask_logits: put the [H, W] float32 logits into every InstrumentResult
-            (mask_logits): None = only on the CPU, where they are host memory already; on a GPU
-            they would add a B x H x W x 4-byte host copy per frame (masks, label images and
-            scores never need them: they are thresholded / resolved on the device).
+        return_mask_logits: keep the logits in every InstrumentResult (``mask_logits``,
+            computed on access from the decoder's [h, w] logits, which are copied to the host:
+            64 KB per instrument at 512²). The masks are then upsampled on the host inside
+            each mask's window only (sam2s_ros.tracking.upsample: 1280x1024 with masks of a few
+            % of the frame, ~0.2 ms against ~5 ms for full frames). False: masks and overlap
+            owners are computed for the whole frame on the device and copied (B x H x W bool +
+            H x W uint8). None = True on the CPU, False on a GPU (where full frames cost little).
         ort_arena_extend_strategy: onnxruntime CUDA EP arena growth ["kSameAsRequested";
             onnxruntime's default kNextPowerOfTwo doubles it beside torch's allocator].
         ort_gpu_mem_limit_mb: onnxruntime CUDA EP arena limit in MiB, 0 = none.

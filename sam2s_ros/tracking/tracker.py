@@ -46,6 +46,7 @@ from sam2s_ros.tracking.types import (
     RejectedPrompt,
     mask_bbox,
 )
+from sam2s_ros.tracking.upsample import UpsampledLogits, upsample_logits
 
 #: SAM 2.1 memory-encoder mask scaling (sigmoid_scale_for_mem_enc, sigmoid_bias_for_mem_enc)
 MEM_MASK_SCALE, MEM_MASK_BIAS = 20.0, -10.0
@@ -388,9 +389,10 @@ class InstrumentTracker:
         """Encode the frame's memories and build the results.
 
         Everything stays on the device up to one host copy per frame (transfer.to_host) of
-        the [B, H, W] bool masks, a [B, 2 + C] float32 table (IoU, object score, class
-        probabilities) and either the [B, H, W] float32 logits (when they are returned,
-        TrackerConfig.return_mask_logits) or the [H, W] uint8 overlap owners.
+        a [B, 2 + C] float32 table (IoU, object score, class probabilities) and either the
+        [B, h, w] float32 decoder logits, when logits are returned
+        (TrackerConfig.return_mask_logits; the masks are then upsampled on the host inside
+        each mask's window), or the [B, H, W] bool masks and the [H, W] uint8 overlap owners.
 
         Returns:
             (results sorted by id, overlap owners or None: with logits or without instruments).
@@ -405,18 +407,27 @@ class InstrumentTracker:
         t0 = time.perf_counter()
         maskmem, _ = self.backend.encode_memory(feats, self._mask_for_memory(raw, filled, rows), scores)
         timings["memory_encoder"] = time.perf_counter() - t0
-        video_logits = F.interpolate(filled, size=hw, mode="bilinear", align_corners=False)[:, 0]  # [B, H, W]
-        masks = video_logits > self.cfg.mask_threshold
         probs = self._class_probabilities([o.obj_ptr for o in rows])
         table = [torch.stack([o.iou for o in rows])[:, None], scores[:, None]]  # [B, 2 + C]
         if probs is not None:
             table.append(probs.detach().float())
-        # the label image needs the logits where masks overlap: on the host when they are
-        # returned, else resolved here into one [H, W] uint8 owner map
-        with_logits = self._return_logits()
-        extra = video_logits if with_logits else overlap_owner(video_logits, masks)
-        masks_np, small_np, extra_np = transfer.to_host(masks, torch.cat(table, 1), extra)
-        logits_np, owner_np = (extra_np, None) if with_logits else (None, extra_np)
+        if self._return_logits():
+            # the decoder's logits go to the host (64 KB per instrument at 512²) and the masks
+            # are upsampled there inside each mask's window (sam2s_ros.tracking.upsample);
+            # the label image resolves overlaps from the same windows
+            low_np, small_np = transfer.to_host(filled[:, 0], torch.cat(table, 1))
+            logits = [UpsampledLogits(low_np[row], hw) for row in range(len(ids))]
+            masks_boxes = [lg.binary_mask(self.cfg.mask_threshold) for lg in logits]
+            owner_np = None
+        else:
+            # the whole frame on the device; one [H, W] uint8 owner map resolves overlaps
+            video_logits = upsample_logits(filled[:, 0], hw)  # [B, H, W]
+            masks = video_logits > self.cfg.mask_threshold
+            masks_np, small_np, owner_np = transfer.to_host(
+                masks, torch.cat(table, 1), overlap_owner(video_logits, masks)
+            )
+            logits = [None] * len(ids)
+            masks_boxes = [(m, mask_bbox(m)) for m in masks_np]
         results = []
         for row, (iid, o) in enumerate(zip(ids, rows)):
             state = self._instruments[iid]
@@ -427,8 +438,7 @@ class InstrumentTracker:
                 state.memory.add_tracked(self._frame_index, maskmem[row], o.obj_ptr, score, iou, select=False)
             if probs is not None and score > 0:
                 state.class_probs.append(torch.from_numpy(small_np[row, 2:].copy()))
-            logits = logits_np[row] if logits_np is not None else None
-            results.append(self._result(state, o.is_cond, iou, score, masks_np[row], logits))
+            results.append(self._result(state, o.is_cond, iou, score, *masks_boxes[row], logits[row]))
         select_long_term([self._instruments[i].memory for i in ids])
         return results, owner_np
 
@@ -465,11 +475,10 @@ class InstrumentTracker:
         iou: float,
         score: float,
         mask: np.ndarray,
-        logits: Optional[np.ndarray],
+        bbox: tuple[int, int, int, int],
+        logits: Optional[UpsampledLogits],
     ) -> InstrumentResult:
-        res = InstrumentResult(
-            state.instrument_id, mask, logits, iou, score, mask_bbox(mask), is_conditioning_frame=is_cond
-        )
+        res = InstrumentResult(state.instrument_id, mask, logits, iou, score, bbox, is_conditioning_frame=is_cond)
         if state.class_probs:
             mean = torch.stack(list(state.class_probs)).mean(0)
             k = int(mean.argmax())
