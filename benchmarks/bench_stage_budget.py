@@ -16,7 +16,8 @@ configuration sees the same machine load):
   ratio time ÷ floor says how far a stage is from the GEMM limit.
 * **Node overhead** at ``--node-hw`` (default 1280×1024): one frame from an rclpy ``Image``
   message in (``image_msg_to_rgb``) through ``track()`` to the output messages
-  (``masks_msg``, ``classes_msg``, ``label_image_msg``), minus the model stages' time;
+  (``masks_msg``, ``classes_msg``, ``label_image_msg``), minus the model stages' time (the
+  frame's resize to the model input counts as overhead, and is also reported alone);
   DDS transport is not included (measured in process, torch fp32). ``--node-model random``
   (default): random hiera-tiny weights and random frames, whose masks cover most of the frame
   (worst case); ``embedded``: the shipped sam2s_mobile on real CholecSeg8k frames resized to
@@ -242,7 +243,7 @@ def node_overhead(tracker, images: list, boxes: list) -> dict:
 
     prompts = [PromptInput(i + 1, PromptMode.NEW, box=np.array(bx, np.float32)) for i, bx in enumerate(boxes)]
     header = make_header(0, "camera")
-    overhead, total, area = [], [], []
+    overhead, preprocess, total, area = [], [], [], []
     for i, image in enumerate(images):
         msg = image_msg(image, "rgb8", header)
         t0 = time.perf_counter()
@@ -255,10 +256,12 @@ def node_overhead(tracker, images: list, boxes: list) -> dict:
         model = sum(result.timings.get(s, 0.0) for s in STAGES)
         if i > MEM_FRAMES:
             overhead.append(dt - model)
+            preprocess.append(result.timings["preprocess"])
             total.append(dt)
             area.append(float(np.mean([r.mask.mean() for r in result.instruments])))
     return {
         "median_overhead_s": statistics.median(overhead),
+        "median_preprocess_s": statistics.median(preprocess),  # part of the overhead
         "median_frame_s": statistics.median(total),
         "mean_mask_fraction": float(np.mean(area)),
     }

@@ -131,6 +131,34 @@ def test_memory_attention_parity(ort_backend, torch_backend, feats, dims):
     )
 
 
+def test_cpu_memory_attention_runs_per_instrument_with_the_batched_result(ort_backend, feats, monkeypatch):
+    """The CPU EP runs memory attention one instrument at a time (batched MatMuls share their
+    threads in whole rounds there, benchmarks/ort_batched_matmul.py); rows of a padded batch
+    give what one batched run gives."""
+    assert ort_backend.memory_attention_rows == 1
+    gen = torch.Generator().manual_seed(5)
+    hw = IMAGE_SIZE // 16
+    valid = torch.tensor([[True, True, True], [True, False, False], [True, True, False]])
+    memory = MemoryInputs(
+        torch.randn(3, 3, 64, hw, hw, generator=gen),
+        torch.randint(0, 7, (3, 3), generator=gen),
+        valid,
+        torch.randn(3, 4, 256, generator=gen),
+        torch.rand(3, 4, generator=gen) * 2 - 1,
+        torch.ones(3, 4, dtype=torch.bool),
+        padded=True,
+    )
+    runs = []
+    call = ort_backend._call
+    monkeypatch.setattr(ort_backend, "_call", lambda stage, **kw: runs.append(stage) or call(stage, **kw))
+    per_row = ort_backend.attend_memory(feats, memory).pix_feat
+    assert runs == ["memory_attention"] * 3
+    monkeypatch.setattr(ort_backend, "memory_attention_rows", None)
+    batched = ort_backend.attend_memory(feats, memory).pix_feat
+    assert runs[3:] == ["memory_attention"]
+    _close(per_row, batched, "per-row vs batched memory attention")
+
+
 @pytest.mark.parametrize("b", [1, 3])
 def test_memory_encoder_parity(ort_backend, torch_backend, feats, b):
     gen = torch.Generator().manual_seed(b)

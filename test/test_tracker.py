@@ -52,7 +52,7 @@ def test_outputs_have_source_resolution_and_consistent_fields(frames):
     nxt = tr.track(frames[1])
     assert nxt.frame_index == 1
     assert not any(r.is_conditioning_frame for r in nxt.instruments)
-    assert set(res.timings) >= {"image_encoder", "mask_decoder", "memory_encoder", "total"}
+    assert set(res.timings) >= {"preprocess", "image_encoder", "mask_decoder", "memory_encoder", "total"}
     assert "memory_attention" in nxt.timings
 
 

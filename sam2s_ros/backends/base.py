@@ -44,6 +44,11 @@ class MemoryInputs(NamedTuple):
     padded: Optional[bool] = None
 
 
+def memory_rows(memory: MemoryInputs, start: int, stop: int) -> MemoryInputs:
+    """Instruments ``start``..``stop - 1`` of a batch (views; padding kept, still masked by *_valid)."""
+    return MemoryInputs(*(t[start:stop] for t in memory[:6]), padded=memory.padded)
+
+
 class MemoryPrompt(NamedTuple):
     """Decoder prompt a readout memory gives a tracked frame (sam2s_ros.model.readout)."""
 

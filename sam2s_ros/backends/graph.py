@@ -17,7 +17,15 @@ from typing import Optional
 import numpy as np
 import torch
 
-from sam2s_ros.backends.base import AttendedMemory, DecoderOutput, ImageFeatures, MemoryInputs, MemoryPrompt
+from sam2s_ros.backends.base import (
+    AttendedMemory,
+    DecoderOutput,
+    ImageFeatures,
+    MemoryInputs,
+    MemoryPrompt,
+    concat_attended,
+    memory_rows,
+)
 from sam2s_ros.errors import BackendError
 from sam2s_ros.export.contract import (
     CONSTANTS_FILE,
@@ -159,6 +167,9 @@ class GraphBackend:
     graphs: dict = GRAPHS
     #: seconds :meth:`warmup` took (engine builds of the TensorRT EP happen there); None = not run
     warmup_seconds: Optional[float] = None
+    #: instruments per memory-attention run; None = all of a call's instruments in one run
+    #: (OnnxRuntimeBackend sets 1 on the CPU EP, see there)
+    memory_attention_rows: Optional[int] = None
 
     @property
     def max_prompt_points(self) -> int:
@@ -228,6 +239,14 @@ class GraphBackend:
         return feat_s2.to(self.device) + self._no_mem_embed[None, :, None, None]
 
     def attend_memory(self, feats: ImageFeatures, memory: MemoryInputs) -> AttendedMemory:
+        b, step = memory.mem_feats.shape[0], self.memory_attention_rows
+        if step is None or b <= step:
+            return self._attend_memory_run(feats, memory)
+        return concat_attended(
+            [self._attend_memory_run(feats, memory_rows(memory, i, i + step)) for i in range(0, b, step)]
+        )
+
+    def _attend_memory_run(self, feats: ImageFeatures, memory: MemoryInputs) -> AttendedMemory:
         out = self._call(
             "memory_attention",
             feat_s2=feats.feat_s2,

@@ -240,8 +240,10 @@ class InstrumentTracker:
         accepted, rejected = self._accept_prompts(prompts, hw)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        feats = self.backend.encode_image(to_model_input(image, self.image_size, self.device))
-        timings["image_encoder"] = time.perf_counter() - t0
+        model_input = to_model_input(image, self.image_size, self.device)
+        t1 = time.perf_counter()
+        feats = self.backend.encode_image(model_input)
+        timings["preprocess"], timings["image_encoder"] = t1 - t0, time.perf_counter() - t1
         for p in accepted.values():
             if p.mode in (PromptMode.NEW, PromptMode.REPLACE):
                 self._start_instrument(p)

@@ -136,8 +136,9 @@ class FrameResult:
         image_hw: (H, W) of the source image in pixels.
         instruments: one result per tracked instrument, sorted by instrument id.
         rejected_prompts: prompts given to track() that were refused.
-        timings: seconds spent per stage ("image_encoder", "memory_attention",
-            "mask_decoder", "memory_encoder", "total").
+        timings: seconds spent per stage ("preprocess": resize and normalise the frame,
+            "image_encoder", "memory_attention", "mask_decoder", "memory_encoder") and in
+            all of ``track`` ("total").
         overlap_owner: optional [H, W] uint8, 0 = no mask, else 1 + the index in
             ``instruments`` of the instrument with the highest mask logit among those whose
             mask covers the pixel (the tracker computes it on its device, so that the label
