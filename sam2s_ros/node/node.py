@@ -141,7 +141,15 @@ class Sam2sNode(LifecycleNode):
         self._create_services()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if s.autostart:
-            self._autostart()
+            try:
+                self._autostart()
+            except BaseException:
+                # the caller never gets this node: destroy it now, before rclpy shuts down
+                # (a lifecycle node finalised after its context ends the process's logging,
+                # see destroy_node; a failed start was once seen not to exit within 90 s)
+                self.stop()
+                self.destroy_node()
+                raise
 
     # ---- every callback guarded -----------------------------------------------------------
 
