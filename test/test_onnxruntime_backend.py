@@ -153,7 +153,7 @@ def test_cpu_memory_attention_runs_per_instrument_with_the_batched_result(ort_ba
     monkeypatch.setattr(ort_backend, "_call", lambda stage, **kw: runs.append(stage) or call(stage, **kw))
     per_row = ort_backend.attend_memory(feats, memory).pix_feat
     assert runs == ["memory_attention"] * 3
-    monkeypatch.setattr(ort_backend, "memory_attention_rows", None)
+    monkeypatch.setattr(OnnxRuntimeBackend, "memory_attention_rows", None)
     batched = ort_backend.attend_memory(feats, memory).pix_feat
     assert runs[3:] == ["memory_attention"]
     _close(per_row, batched, "per-row vs batched memory attention")

@@ -229,12 +229,17 @@ class OnnxRuntimeBackend(GraphBackend):
                 log.warning("%s; falling back to the %s EP", exc, candidates[i + 1].upper())
         self.dims = self.profile_dims if self.provider == "tensorrt" else None
         self.providers = self.sessions["image_encoder"].get_providers()
-        if self.provider == "cpu":
-            # The CPU EP's batched MatMul shares its threads between batch entries in whole
-            # rounds: 3 instruments on 2 threads take as long as 4, 1.28x three single runs
-            # (benchmarks/ort_batched_matmul.py, 2026-12-03). One instrument per run keeps every
-            # attention GEMM on all threads; nothing is gained by batching on a CPU.
-            self.memory_attention_rows = 1
+
+    @property
+    def memory_attention_rows(self) -> Optional[int]:
+        """1 on the CPU EP, else None (one run for all instruments).
+
+        The CPU EP's batched MatMul shares its threads between batch entries in whole rounds:
+        3 instruments on 2 threads take as long as 4, 1.28x three single runs
+        (benchmarks/ort_batched_matmul.py, 2026-12-03). One instrument per run keeps every
+        attention GEMM on all threads; nothing is gained by batching on a CPU.
+        """
+        return 1 if self.provider == "cpu" else None
 
     def _sessions(self, ort, identity) -> dict:
         model_size, checkpoint_sha256, weights = identity
